@@ -1,0 +1,1 @@
+"""LIR training recipe (outside the installed package): train.py, degradations.py."""
