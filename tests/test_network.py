@@ -55,10 +55,12 @@ def test_float64_matches_authors_output(layout: str, literal: bool) -> None:
     assert (y - expected).abs().max().item() < 1e-9
 
 
-def test_bfloat16_on_cpu_runs_close_to_float32() -> None:
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_bfloat16_on_cpu_runs_close_to_float32(memory_format: torch.memory_format) -> None:
     model, x, expected = fixture_model(LAYOUTS[0])
+    model = model.to(torch.bfloat16, memory_format=memory_format)
     with torch.no_grad():
-        y = model.to(torch.bfloat16)(x.to(torch.bfloat16))
+        y = model(x.to(torch.bfloat16).contiguous(memory_format=memory_format))
     assert y.dtype == torch.bfloat16
     assert (y.double() - expected).abs().max().item() < 0.1
 

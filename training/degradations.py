@@ -138,10 +138,14 @@ def _fft_conv_same(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "refl
     ph, pw = xp.shape[-2:]
     # kernel embedded in a zero canvas with its centre at (0, 0) (circular convention);
     # flipped, because conv2d and the kernels here are cross-correlations
-    canvas = torch.zeros(n, ph, pw, dtype=torch.float64)
+    # (offsets taken modulo the canvas, so a kernel larger than a small image wraps correctly)
     kk = torch.flip(kernels.to(torch.float64), dims=(-2, -1))
-    canvas[:, :k, :k] = kk
-    canvas = torch.roll(canvas, shifts=(-r, -r), dims=(-2, -1))
+    off = torch.arange(-r, k - r)
+    rows = off.remainder(ph).view(-1, 1).expand(k, k).reshape(-1)
+    cols = off.remainder(pw).view(1, -1).expand(k, k).reshape(-1)
+    canvas = torch.zeros(n, ph * pw, dtype=torch.float64)
+    canvas.index_add_(1, rows * pw + cols, kk.reshape(n, -1))
+    canvas = canvas.view(n, ph, pw)
     fx = torch.fft.rfft2(xp.to(torch.float64))
     fk = torch.fft.rfft2(canvas)[:, None]
     y = torch.fft.irfft2(fx * fk, s=(ph, pw))

@@ -205,8 +205,13 @@ class Filters(nn.Module):
         pad = BLUR_SIZE // 2
         taps = blur_taps(x.dtype, x.device)
         x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-        x = F.conv2d(x, (taps * scale).view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        return F.conv2d(x, taps.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        vertical = taps.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+        x = F.conv2d(x, vertical * scale, groups=c)
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu":
+            # oneDNN (torch 2.13) never returns from a bfloat16 depthwise 1×15 convolution on a
+            # channels_last map; the same pass as a vertical one on the transposed view is fine.
+            return F.conv2d(x.transpose(2, 3), vertical, groups=c).transpose(2, 3)
+        return F.conv2d(x, vertical.transpose(2, 3), groups=c)
 
     def forward(self, x: Tensor) -> Tensor:
         # HighPass(x) = x − G(x): its x part is in the kernel centre, its −G(x) part is the blur's scale.
