@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing lir
     sys.path.insert(0, str(REPO))
 
-DATASETS = Path("/work/shared/datasets")
+# The team's research copies sit beside the checkout (../shared/datasets); LIR_DATASETS overrides.
+DATASETS = Path(os.environ.get("LIR_DATASETS", REPO.parent / "shared" / "datasets"))
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 

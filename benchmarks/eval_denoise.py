@@ -25,7 +25,7 @@ Protocols (PSNR / SSIM, RGB, 8-bit, see ``eval_common.py``):
 Speed is seconds per megapixel of image restored (model already loaded; single process,
 ``--threads`` threads), for each method. The CPU is shared: compare columns of one run.
 
-Data: ``/work/shared/datasets`` (CBSD68, Kodak24, McMaster18, paired/PolyU); see its README
+Data: ``../shared/datasets`` (or $LIR_DATASETS) (CBSD68, Kodak24, McMaster18, paired/PolyU); see its README
 for sources and the literature figures repeated in the output.
 """
 

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lir.manifest import format_entry
 from lir.network import LIRConfig, config_from_state_dict, drop_fixed_kernels
 from lir.weights import check_state_dict, read_safetensors, sha256_file
 
-__all__ = ["save_checkpoint", "convert_checkpoint", "load_basicsr_state_dict", "manifest_entry_text"]
+__all__ = ["save_checkpoint", "convert_checkpoint", "load_basicsr_state_dict"]
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _RESERVED_METADATA = ("format", "config")
@@ -171,7 +170,7 @@ def convert_checkpoint(
     `{"format": "lir", "config", "source_sha256", "source_file", "params_key"}`.
 
     Returns:
-        The manifest entry for `dst`; `manifest_entry_text(entry)` renders it for printing.
+        The manifest entry for `dst`; `lir.manifest.format_entry(name, entry)` renders it for printing.
         `task` (unless given), `license` and `training.data` are left None for the maintainer to
         fill in: the manifest refuses them empty.
 
@@ -207,11 +206,3 @@ def convert_checkpoint(
         "metrics": {},
         "converted_from": {"file": src.name, "sha256": source_sha, "params_key": key},
     }
-
-
-def manifest_entry_text(entry: Mapping[str, Any], name: str | None = None) -> str:
-    """The entry as `"name": {...}`, ready to paste into the manifest's `models` (what `lir convert` prints).
-
-    `name` defaults to the file's stem, lowercased (manifest names are lowercase).
-    """
-    return format_entry(name or Path(str(entry["file"])).stem.lower(), entry)

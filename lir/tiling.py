@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from lir.network.lir import MIN_SIZE, SIZE_MULTIPLE  # the network's size contract
+
 __all__ = [
     "SIZE_MULTIPLE",
     "MIN_SIZE",
@@ -33,10 +35,6 @@ __all__ = [
     "run_tiled",
 ]
 
-#: H and W given to the network must be multiples of this ...
-SIZE_MULTIPLE = 32
-#: ... and at least this.
-MIN_SIZE = 128
 
 # Tile starts are put on this grid when the geometry allows, so every tile sees
 # the network's down-sampling grid in the same phase as the whole image does;

@@ -22,7 +22,7 @@ Outputs (in ``--out``; no pickles anywhere, so every file is safe to load):
 Examples::
 
     # continue the dim-32 warm start for denoising
-    python training/train.py --task denoise --init-from /work/shared/warmstart/denoise-dim32-bsds432.safetensors \\
+    python training/train.py --task denoise --init-from ../shared/warmstart/denoise-dim32-bsds432.safetensors \\
         --out /work/runs/denoise-dim32 --steps 9000 --lr 2e-4 --warmup 100
     # resume exactly where it stopped (SIGTERM/SIGINT save first)
     python training/train.py --resume /work/runs/denoise-dim32
@@ -69,8 +69,10 @@ if str(REPO) not in sys.path:  # run from a checkout without installing lir
 from lir.network import LIR, LIRConfig, config_from_state_dict  # noqa: E402
 from training.degradations import DEGRADATIONS, DISTRIBUTIONS, add_noise, degrade, held_out_generator  # noqa: E402
 
-DEFAULT_DATA = "/work/shared/datasets/BSDS432"
-DEFAULT_VAL = "/work/shared/datasets/CBSD68"
+# The team's research copies sit beside the checkout (../shared/datasets); LIR_DATASETS overrides.
+DATASETS = Path(os.environ.get("LIR_DATASETS", REPO.parent / "shared" / "datasets"))
+DEFAULT_DATA = str(DATASETS / "BSDS432")
+DEFAULT_VAL = str(DATASETS / "CBSD68")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 STATE_VERSION = 1
 
