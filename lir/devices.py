@@ -247,9 +247,8 @@ def memory_budget(device: DeviceLike) -> int:
 
 # Rough CPU speed of the default configuration (dim 48, 7.3 M parameters) in float32 on the
 # 2-core development machine, used only to decide whether a job is long enough for a progress
-# bar; from `python benchmarks/bench_restore.py --size 512x384` (33 s on one busy thread) and the
-# authors' 31 s for 512² on two threads.
-_CPU_SECONDS_PER_MEGAPIXEL_DEFAULT = 100.0
+# bar: `python benchmarks/bench_network.py` measured 6.8 s for 512² (26 s per megapixel).
+_CPU_SECONDS_PER_MEGAPIXEL_DEFAULT = 26.0
 _DEFAULT_PARAMETERS = 7_310_915
 
 
