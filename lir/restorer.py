@@ -290,7 +290,7 @@ def load_model(
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)  # validate before the (slow) load
     loaded = load_weights(task, weights)
-    return Restorer(loaded.build_model(), device=dev, dtype=dt, name=loaded.name)
+    return Restorer(loaded.network, device=dev, dtype=dt, name=loaded.name)
 
 
 class _Slot:

@@ -58,12 +58,14 @@ class WeightsNotAvailableError(OSError):
 
 @dataclasses.dataclass(frozen=True)
 class LoadedWeights:
-    """A checkpoint ready to load into `LIR`: verified keys (authors' layout, fixed kernels dropped).
+    """A verified checkpoint: its tensors (authors' layout, fixed kernels dropped) and the network holding them.
 
     Attributes:
         name: the manifest model name, the file path, or "<state dict>".
         config: the architecture the weights belong to.
         state_dict: tensors under the authors' keys, already checked to load strictly.
+        network: the `LIR` of `config` these weights were loaded into (the check's own network,
+            so a load builds it once), in eval mode.
         path: the file the weights were read from (None for an in-memory state dict).
         entry: the manifest entry (license, metrics, ...) when loaded by model name or task.
     """
@@ -71,14 +73,9 @@ class LoadedWeights:
     name: str
     config: LIRConfig
     state_dict: dict[str, Tensor] = dataclasses.field(repr=False, compare=False)
+    network: LIR = dataclasses.field(repr=False, compare=False)
     path: str | None = None
     entry: ModelEntry | None = dataclasses.field(default=None, repr=False, compare=False)
-
-    def build_model(self) -> LIR:
-        """A new `LIR` of `config` holding these weights, in eval mode."""
-        model = LIR.from_config(self.config)
-        model.load_state_dict(self.state_dict, strict=True)
-        return model.eval()
 
 
 # -- hashing -------------------------------------------------------------------------------------
@@ -195,8 +192,8 @@ def _first_mismatch(expected: Mapping[str, Tensor], given: Mapping[str, Tensor])
     return None
 
 
-def check_state_dict(state_dict: Mapping[str, Tensor], config: LIRConfig, *, source: str = "checkpoint") -> None:
-    """Build `LIR(config)` and load `state_dict` strictly; ValueError naming the first bad key.
+def check_state_dict(state_dict: Mapping[str, Tensor], config: LIRConfig, *, source: str = "checkpoint") -> LIR:
+    """Build `LIR(config)`, load `state_dict` strictly and return it (eval mode); ValueError naming the first bad key.
 
     Raises:
         ValueError: a missing, unexpected or wrongly shaped key (the first one is named), with a
@@ -205,7 +202,7 @@ def check_state_dict(state_dict: Mapping[str, Tensor], config: LIRConfig, *, sou
     model = LIR.from_config(config)
     try:
         model.load_state_dict(state_dict, strict=True)
-        return
+        return model.eval()
     except RuntimeError as err:
         problem = _first_mismatch(model.state_dict(), state_dict) or str(err).strip()
     hint = ""
@@ -252,8 +249,8 @@ def _finish(
     state_dict = drop_fixed_kernels(state_dict)
     if config is None:
         config = config_from_state_dict(state_dict)
-    check_state_dict(state_dict, config, source=name)
-    return LoadedWeights(name=name, config=config, state_dict=state_dict, path=path, entry=entry)
+    network = check_state_dict(state_dict, config, source=name)
+    return LoadedWeights(name=name, config=config, state_dict=state_dict, network=network, path=path, entry=entry)
 
 
 def _load_file(path: Path, *, entry: ModelEntry | None = None) -> LoadedWeights:

@@ -92,7 +92,7 @@ def test_convert_basicsr_checkpoint_reproduces_the_fixture(
     assert not any(k.endswith(("Sobel_x", "Laplation")) or k.startswith("module.") for k in stored)
 
     loaded = load_weights(weights=dst)
-    model = loaded.build_model()
+    model = loaded.network
     with torch.no_grad():
         out = model(parity["input"])
     assert out.dtype == torch.float32

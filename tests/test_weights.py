@@ -92,7 +92,7 @@ def test_explicit_safetensors_path(ckpt: Path, ckpt_bytes: bytes) -> None:
     assert loaded.name == str(ckpt) and loaded.path == str(ckpt)
     assert loaded.config == SMALL
     assert same_weights(loaded.state_dict, ckpt_bytes)
-    model = loaded.build_model()
+    model = loaded.network
     assert isinstance(model, LIR) and not model.training
     assert load_weights(weights=str(ckpt)).config == SMALL  # str works as well as Path
 
