@@ -1,7 +1,9 @@
-"""The ``lir`` command: ``lir restore``, ``lir models``, ``lir convert`` (also ``python -m lir``).
+"""The ``lir`` command: ``lir restore``, ``lir models``, ``lir convert``, ``lir export-onnx`` (also
+``python -m lir``).
 
 Exit codes: 0 success; 1 when any file failed (each failure is one line on stderr, the others
-are still restored) or a model could not be loaded; 2 for usage errors.
+are still restored), a model could not be loaded, or an exported graph failed its check; 2 for
+usage errors.
 """
 
 from __future__ import annotations
@@ -86,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which weights to take from the checkpoint (default: the one present; "
                          "params_ema when both are)")
     cp.add_argument("--task", choices=TASKS, help="task to record in the printed manifest entry")
+
+    from lir.onnx_export import DEFAULT_OPSET, TOLERANCE  # no onnx import: that waits for the command
+
+    op = sub.add_parser(
+        "export-onnx",
+        help="export a model to ONNX (dynamic batch, height and width)",
+        description="Export a model to ONNX: float32 N×3×H×W in [0, 1] in and out, dynamic batch, height and "
+                    "width (multiples of 32, at least 128: pad other sizes, then crop). The graph is then run "
+                    "with onnxruntime (CPU) at two sizes and compared with PyTorch; the command fails (exit 1) "
+                    f"when the largest difference is above {TOLERANCE:g}. Needs the onnx extra: "
+                    'pip install "lir-restore[onnx]".',
+    )
+    op.add_argument("dest", metavar="OUT.onnx", help="the ONNX file to write")
+    op.add_argument("--task", default="denoise", choices=TASKS, help="restoration task (default: denoise)")
+    op.add_argument("--weights", metavar="PATH", help="a .safetensors checkpoint or a model name (see `lir models`)")
+    op.add_argument("--opset", type=int, default=DEFAULT_OPSET, metavar="N",
+                    help=f"ONNX opset (default {DEFAULT_OPSET}: onnxruntime's CPU and CUDA providers run it)")
+    op.set_defaults(subparser=op)
     return parser
 
 
@@ -247,6 +267,39 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_onnx(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from lir.onnx_export import _check_opset, _import_onnx_runtime, export_onnx
+
+    dest = Path(args.dest)
+    if dest.is_dir():
+        parser.error(f"{dest} is a folder; give the .onnx file to write")
+    try:
+        _import_onnx_runtime()
+    except ImportError as exc:
+        _err(str(exc))
+        return 1
+    try:
+        _check_opset(args.opset)
+    except ValueError as exc:
+        parser.error(f"--opset: {exc}")
+    _err(f"exporting {args.weights or f'the {args.task} model'} to {dest} (opset {args.opset}); this takes a minute")
+    try:
+        report = export_onnx(dest, args.task, weights=args.weights, opset=args.opset)
+    except Exception as exc:  # noqa: BLE001 - a missing extra, bad weights or an exporter failure: one line
+        _err(f"export failed: {_one_line(exc)}")
+        return 1
+    size_mb = report.path.stat().st_size / 1e6
+    print(f"{report.path}: {report.model}, opset {report.opset}, {size_mb:.1f} MB, exported in {report.seconds:.0f} s")
+    print("onnxruntime (CPU) vs PyTorch, float32:")
+    for check in report.checks:
+        print(f"  {'×'.join(map(str, check.shape))}: max abs diff {check.max_abs_diff:.2e}")
+    if not report.passed:
+        _err(f"check failed: max abs diff {report.max_abs_diff:.2e} > {report.tolerance:g}")
+        return 1
+    print(f"passed (max abs diff <= {report.tolerance:g})")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``lir`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
@@ -255,6 +308,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _cmd_restore(args, args.subparser)
     if args.command == "models":
         return _cmd_models(args)
+    if args.command == "export-onnx":
+        return _cmd_export_onnx(args, args.subparser)
     return _cmd_convert(args)
 
 

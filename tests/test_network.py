@@ -86,6 +86,21 @@ def test_gradients_flow_through_fast_form() -> None:
     assert not missing
 
 
+def test_training_works_after_an_inference_mode_pass() -> None:
+    # The cached filter constants made during a restore (inference mode) must not be inference
+    # tensors, or training the same network afterwards fails in backward.
+    from lir.network import blocks
+
+    blocks.filter_bank.cache_clear()
+    blocks.blur_taps.cache_clear()
+    model, x, _ = fixture_model(LAYOUTS[0])
+    with torch.inference_mode():
+        model(x)
+    model.train()
+    model(x).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def test_default_config_has_the_authors_parameter_count() -> None:
     assert sum(p.numel() for p in LIR().parameters()) == 7_310_915
 

@@ -32,19 +32,23 @@ BLUR_SIGMA = 5.0
 
 
 # Constants are made in float64 and cast once per (dtype, device), so a float64 model is exact.
+# They outlive the call that made them, so never as inference tensors: one made under
+# torch.inference_mode (a restore) would break every later forward pass that records gradients.
 @functools.lru_cache(maxsize=None)
 def filter_bank(dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
     """The eight fixed kernels, scaled by 1e-3, as an 8×3×3 tensor."""
-    bank = torch.tensor([k for _, _, k in FILTER_KERNELS], dtype=torch.float64)
-    return (bank * FILTER_KERNEL_SCALE).to(device=device, dtype=dtype)
+    with torch.inference_mode(False):
+        bank = torch.tensor([k for _, _, k in FILTER_KERNELS], dtype=torch.float64)
+        return (bank * FILTER_KERNEL_SCALE).to(device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=None)
 def blur_taps(dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
     """The normalised 1-D Gaussian (15 taps, σ = 5) whose outer product is the high-pass blur."""
-    t = torch.arange(BLUR_SIZE, dtype=torch.float64) - BLUR_SIZE // 2
-    g = torch.exp(-0.5 * (t / BLUR_SIGMA) ** 2)
-    return (g / g.sum()).to(device=device, dtype=dtype)
+    with torch.inference_mode(False):
+        t = torch.arange(BLUR_SIZE, dtype=torch.float64) - BLUR_SIZE // 2
+        g = torch.exp(-0.5 * (t / BLUR_SIGMA) ** 2)
+        return (g / g.sum()).to(device=device, dtype=dtype)
 
 
 def fixed_kernel_error(key: str, value: Tensor, channels: int | None = None) -> str | None:
