@@ -8,25 +8,16 @@ import pytest
 import torch
 
 from lir.checkpoint import save_checkpoint
-from lir.network import LIR
+from random_weights import random_network
 
 
 @pytest.fixture(scope="session")
 def make_weights(tmp_path_factory) -> Callable[..., str]:
-    """``make_weights(**config)``: path of a checkpoint of a seeded random LIR of that configuration.
-
-    The zero-initialised scales (alpha, beta, gamma) are made random too, so every branch is active.
-    """
+    """``make_weights(**config)``: path of a checkpoint of a seeded random LIR of that configuration."""
 
     def make(**config) -> str:
-        torch.manual_seed(0)
-        net = LIR(**config)
-        with torch.no_grad():
-            for p in net.parameters():
-                if not p.any():
-                    p.normal_(0.0, 0.05)
         path = tmp_path_factory.mktemp("weights") / "random.safetensors"
-        save_checkpoint(net, path)
+        save_checkpoint(random_network(**config), path)
         return str(path)
 
     return make

@@ -13,37 +13,19 @@ import torch
 from PIL import Image
 
 from lir import fileio
-from lir.checkpoint import save_checkpoint
 from lir.cli import main
-from lir.network import LIR
+from random_weights import random_network
 
 SMALL = dict(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1))
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small shared test machine: avoid oversubscription
-    yield
-    torch.set_num_threads(before)
-
-
-def _network() -> LIR:
-    torch.manual_seed(0)
-    net = LIR(**SMALL)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-    return net
+pytestmark = pytest.mark.usefixtures("torch_threads")  # one thread (conftest)
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("w") / "small.safetensors"
-    save_checkpoint(_network(), path)
-    return str(path)
+def weights(make_weights) -> str:
+    return make_weights(**SMALL)
 
 
 def _rgb(h=48, w=64, seed=0) -> np.ndarray:
@@ -244,7 +226,7 @@ def test_models_lists_tasks(capsys):
 
 
 def test_convert_authors_checkpoint(tmp_path, capsys):
-    sd = _network().state_dict()
+    sd = random_network(**SMALL).state_dict()
     torch.save({"params": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "authors.pth")
     code, out, err = _run(capsys, "convert", tmp_path / "authors.pth", tmp_path / "mine.safetensors",
                           "--params-key", "params", "--task", "denoise")

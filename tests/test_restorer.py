@@ -12,37 +12,23 @@ import torch
 from PIL import Image
 
 from lir import devices, restorer as restorer_mod, tiling
-from lir.checkpoint import save_checkpoint
 from lir.network import LIR
+from random_weights import random_network
 from lir.restorer import Restorer, load_model, restore
 
 SMALL = dict(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine is small and shared: one intra-op thread avoids oversubscription stalls.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_threads")  # one thread (conftest)
 
 
 def _small_network(seed: int = 0) -> LIR:
-    torch.manual_seed(seed)
-    net = LIR(**SMALL)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():  # zero-initialised scales (alpha/beta/gamma): make every branch active
-                p.normal_(0.0, 0.05)
-    return net.eval()
+    return random_network(seed, **SMALL)
 
 
 @pytest.fixture(scope="module")
-def weights_file(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("weights") / "small.safetensors"
-    save_checkpoint(_small_network(), path)
-    return str(path)
+def weights_file(make_weights) -> str:
+    return make_weights(**SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +213,7 @@ def test_restorer_holds_network_ready_for_inference(model):
     assert not model.network.training
     assert not any(p.requires_grad for p in model.network.parameters())
     assert model.device == torch.device("cpu") and model.dtype == torch.float32
-    assert "small.safetensors" in repr(model)
+    assert "random.safetensors" in repr(model)
 
 
 # -- OOM back-off, half-precision fallback ---------------------------------------------------------
