@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lir.checkpoint import save_checkpoint
-from random_weights import random_network
+from random_weights import SMALL, random_network
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +21,12 @@ def make_weights(tmp_path_factory) -> Callable[..., str]:
         return str(path)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def weights(make_weights) -> str:
+    """Path of a checkpoint of the seeded random `SMALL` network."""
+    return make_weights(**SMALL)
 
 
 @pytest.fixture(scope="module")

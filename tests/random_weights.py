@@ -6,6 +6,9 @@ import torch
 
 from lir.network import LIR
 
+#: The configuration of the small networks most tests restore with: fast, every block type present.
+SMALL = dict(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1))
+
 
 def random_network(seed: int = 0, **config) -> LIR:
     """A seeded random LIR (eval mode) of ``config``.

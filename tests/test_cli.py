@@ -14,18 +14,12 @@ from PIL import Image
 
 from lir import fileio
 from lir.cli import main
-from random_weights import random_network
+from random_weights import SMALL, random_network
 
-SMALL = dict(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1))
 ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("torch_threads")  # one thread (conftest)
-
-
-@pytest.fixture(scope="module")
-def weights(make_weights) -> str:
-    return make_weights(**SMALL)
 
 
 def _rgb(h=48, w=64, seed=0) -> np.ndarray:

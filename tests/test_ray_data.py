@@ -16,14 +16,8 @@ from PIL import Image
 import lir
 from lir.ray_data import RestoreBatch, as_image
 
-SMALL = dict(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1))
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("torch_threads")  # one thread (conftest)
-
-
-@pytest.fixture(scope="module")
-def weights(make_weights) -> str:
-    return make_weights(**SMALL)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,9 @@ from PIL import Image
 
 from lir import devices, restorer as restorer_mod, tiling
 from lir.network import LIR
-from random_weights import random_network
+from random_weights import SMALL, random_network
 from lir.restorer import Restorer, load_model, restore
 
-SMALL = dict(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1))
 
 
 pytestmark = pytest.mark.usefixtures("torch_threads")  # one thread (conftest)
@@ -27,13 +26,8 @@ def _small_network(seed: int = 0) -> LIR:
 
 
 @pytest.fixture(scope="module")
-def weights_file(make_weights) -> str:
-    return make_weights(**SMALL)
-
-
-@pytest.fixture(scope="module")
-def model(weights_file) -> Restorer:
-    return load_model(weights=weights_file, device="cpu")
+def model(weights) -> Restorer:
+    return load_model(weights=weights, device="cpu")
 
 
 def _rgb(h: int = 70, w: int = 90, seed: int = 0) -> np.ndarray:
@@ -142,11 +136,11 @@ def test_bad_overlap(model, overlap):
         model(_rgb(), tile=128, tile_overlap=overlap)
 
 
-def test_unknown_task_lists_valid_tasks(weights_file):
+def test_unknown_task_lists_valid_tasks(weights):
     with pytest.raises(ValueError, match="denoise.*deblur.*derain.*dehaze"):
-        restore(_rgb(), task="sharpen", weights=weights_file, device="cpu")
+        restore(_rgb(), task="sharpen", weights=weights, device="cpu")
     with pytest.raises(ValueError, match="denoise"):
-        load_model("sharpen", weights=weights_file)
+        load_model("sharpen", weights=weights)
 
 
 def test_bad_tile_is_refused_before_loading(monkeypatch):
@@ -171,7 +165,7 @@ def test_bad_images(model, image):
         model(image, tile=None)
 
 
-def test_missing_weights_file():
+def test_missing_weights():
     with pytest.raises(FileNotFoundError):
         load_model(weights="/nonexistent/x.safetensors", device="cpu")
 
@@ -304,19 +298,19 @@ def test_two_threads_give_the_sequential_results(model):
     assert all(torch.equal(a, b) for a, b in zip(results, sequential))
 
 
-def test_restore_caches_the_model(weights_file, monkeypatch, tmp_path):
+def test_restore_caches_the_model(weights, monkeypatch, tmp_path):
     restorer_mod.clear_cache()
     calls = []
     real = restorer_mod.load_model
     monkeypatch.setattr(restorer_mod, "load_model", lambda *a, **k: calls.append(k) or real(*a, **k))
     image = _rgb(40, 50)
-    first = restore(image, weights=weights_file, device="cpu", tile=None)
-    second = restore(image, weights=weights_file, device="cpu", tile=None)
+    first = restore(image, weights=weights, device="cpu", tile=None)
+    second = restore(image, weights=weights, device="cpu", tile=None)
     assert len(calls) == 1 and np.array_equal(first, second)
     # Two threads asking at once still load once.
     restorer_mod.clear_cache()
     calls.clear()
-    threads = [threading.Thread(target=restore, args=(image,), kwargs=dict(weights=weights_file, device="cpu", tile=None))
+    threads = [threading.Thread(target=restore, args=(image,), kwargs=dict(weights=weights, device="cpu", tile=None))
                for _ in range(2)]
     for t in threads:
         t.start()
@@ -324,9 +318,9 @@ def test_restore_caches_the_model(weights_file, monkeypatch, tmp_path):
         t.join()
     assert len(calls) == 1
     # A changed file is a different model: reloaded.
-    st = os.stat(weights_file)
-    os.utime(weights_file, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    restore(image, weights=weights_file, device="cpu", tile=None)
+    st = os.stat(weights)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    restore(image, weights=weights, device="cpu", tile=None)
     assert len(calls) == 2
     # In-memory state dicts are never cached.
     sd = _small_network().state_dict()
@@ -360,7 +354,7 @@ def test_gpu_plan_batches_tiles(monkeypatch):
     assert r._plan(512, 512, 1, 128, 32) == (128, 1)  # the CPU does not batch tiles
 
 
-def test_cache_identity_of_manifest_models(monkeypatch, weights_file):
+def test_cache_identity_of_manifest_models(monkeypatch, weights):
     from types import SimpleNamespace
 
     entry = SimpleNamespace(name="lir-denoise-test", sha256="ab" * 32)
@@ -375,8 +369,8 @@ def test_cache_identity_of_manifest_models(monkeypatch, weights_file):
     monkeypatch.setattr("lir.manifest.load_manifest", lambda: fake)
     assert restorer_mod._model_identity("denoise", None) == ("model", "lir-denoise-test", "ab" * 32)
     assert restorer_mod._model_identity("denoise", "lir-denoise-test") == ("model", "lir-denoise-test", "ab" * 32)
-    kind, path, _mtime, size = restorer_mod._model_identity("denoise", weights_file)
-    assert kind == "file" and path == os.path.realpath(weights_file) and size == os.path.getsize(weights_file)
+    kind, path, _mtime, size = restorer_mod._model_identity("denoise", weights)
+    assert kind == "file" and path == os.path.realpath(weights) and size == os.path.getsize(weights)
     assert restorer_mod._model_identity("denoise", "/nonexistent.safetensors") is None
     with pytest.raises(ValueError, match="no published model"):
         restorer_mod._model_identity("dehaze", None)
