@@ -22,8 +22,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-BUNDLED = ROOT / "lir" / "weights" / "lir-denoise-dim32.safetensors"
 
 
 def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[list[float], np.ndarray]:
@@ -39,8 +37,7 @@ def timed(fn: Callable[[], np.ndarray], repeats: int) -> tuple[list[float], np.n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="denoise")
-    parser.add_argument("--weights", default=str(BUNDLED) if BUNDLED.is_file() else None,
-                        help="checkpoint (default: the bundled denoiser)")
+    parser.add_argument("--weights", help="checkpoint or model name (default: the task's published model)")
     parser.add_argument("--onnx", type=Path, help="an exported graph of the same weights (default: export now)")
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (default 512)")
     parser.add_argument("--batch", type=int, default=1, help="images per pass (default 1)")

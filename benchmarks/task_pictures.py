@@ -24,8 +24,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "examples"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import lir  # noqa: E402
+from eval_common import to_tensor, to_uint8  # noqa: E402
 from quickstart import psnr, side_by_side  # noqa: E402
 from training.degradations import HELD_OUT_SEED_BASE, degrade  # noqa: E402
 
@@ -34,9 +36,8 @@ SEED = HELD_OUT_SEED_BASE + 7  # any held-out seed: training never draws these
 
 def degraded_sample(task: str, clean: Image.Image) -> Image.Image:
     """``clean`` through the task's held-out degradation, quantised to 8 bits."""
-    x = torch.from_numpy(np.array(clean)).permute(2, 0, 1)[None].float() / 255.0
-    y = degrade(task, x, torch.Generator().manual_seed(SEED), held_out=True)
-    return Image.fromarray(torch.round(y[0].clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy())
+    y = degrade(task, to_tensor(np.array(clean)), torch.Generator().manual_seed(SEED), held_out=True)
+    return Image.fromarray(to_uint8(y))
 
 
 def main() -> None:
