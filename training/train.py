@@ -300,6 +300,9 @@ class Trainer:
             self.model.load_state_dict(init_sd)
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
+        # Compiled for training only (~1.3x per CPU step measured with bf16, training/bench_step.py);
+        # the EMA copy and validation stay eager, and saved keys stay the plain module's.
+        self.forward = torch.compile(self.model, dynamic=False) if args.compile else self.model
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -339,7 +342,8 @@ class Trainer:
             f"(warmup {a.warmup}, cosine to {a.min_lr:g} over {a.steps} steps) wd {a.wd:g} "
             f"betas {a.beta1}/{a.beta2}; EMA {a.ema} (these weights, decay warmup "
             f"{'on' if ema_decay_at(0, a) < a.ema else 'off'}); "
-            f"{'bf16 autocast' if a.bf16 else 'fp32'}{', channels_last' if a.channels_last else ''}, "
+            f"{'bf16 autocast' if a.bf16 else 'fp32'}{', channels_last' if a.channels_last else ''}"
+            f"{', torch.compile' if a.compile else ''}, "
             f"{a.device}, {a.threads} threads"
         )
         meta = {
@@ -459,7 +463,7 @@ class Trainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         with self.autocast():
-            out = self.model(noisy)
+            out = self.forward(noisy)
         loss = self.loss_fn(out.float(), clean)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler:
@@ -596,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on CPU (speed option)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward (speed option)")
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="bf16", help="autocast on CUDA")
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--val-every", type=int, default=250, help="0 disables validation")

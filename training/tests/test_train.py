@@ -65,3 +65,17 @@ def test_refuses_to_overwrite_a_run(images: Path, tmp_path: Path) -> None:
     assert train.main(_args(images, tmp_path / "d", "--steps", "1")) == 0
     with pytest.raises(SystemExit):
         train.main(_args(images, tmp_path / "d", "--steps", "1"))
+
+
+def test_compiled_bf16_training_saves_the_plain_layout(images: Path, tmp_path: Path) -> None:
+    from lir.network import LIR, LIRConfig
+
+    assert train.main(_args(images, tmp_path / "e", "--steps", "2", "--compile", "--bf16")) == 0
+    path = tmp_path / "e" / "ema.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert "torch.compile" in meta["recipe"] and "bf16 autocast" in meta["recipe"]
+    model = LIR.from_config(LIRConfig.from_dict(json.loads(meta["config"])))
+    model.load_state_dict(load_file(str(path)))  # no "_orig_mod." prefixes from the compiled wrapper
+    log = [json.loads(line) for line in (tmp_path / "e" / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
