@@ -119,6 +119,18 @@ def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.stack(out).to(torch.float32) / 255.0
 
 
+def _fft_size(n: int) -> int:
+    """Smallest integer >= ``n`` whose prime factors are 2, 3 and 5 (fast FFT lengths)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
 def _fft_conv_same(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "reflect") -> torch.Tensor:
     """Per-image 2-D convolution, ``x`` N×C×H×W with ``kernels`` N×k×k (same kernel on every channel).
 
@@ -136,22 +148,27 @@ def _fft_conv_same(x: torch.Tensor, kernels: torch.Tensor, pad_mode: str = "refl
         mode = pad_mode if (r < h and r < w) else "replicate"
         xp = F.pad(x, (r, r, r, r), mode=mode)
     ph, pw = xp.shape[-2:]
+    if pad_mode != "circular":
+        # Zeros beyond the reflect padding change nothing in the cropped result (the padding already
+        # covers the kernel's reach) and let the FFT run at a size with small prime factors: 2-3x
+        # faster than e.g. 292 = 4 * 73 for a 256-pixel crop.
+        ph, pw = _fft_size(ph), _fft_size(pw)
     # kernel embedded in a zero canvas with its centre at (0, 0) (circular convention);
     # flipped, because conv2d and the kernels here are cross-correlations
     # (offsets taken modulo the canvas, so a kernel larger than a small image wraps correctly)
-    kk = torch.flip(kernels.to(torch.float64), dims=(-2, -1))
+    kk = torch.flip(kernels.to(torch.float32), dims=(-2, -1))
     off = torch.arange(-r, k - r)
     rows = off.remainder(ph).view(-1, 1).expand(k, k).reshape(-1)
     cols = off.remainder(pw).view(1, -1).expand(k, k).reshape(-1)
-    canvas = torch.zeros(n, ph * pw, dtype=torch.float64)
+    canvas = torch.zeros(n, ph * pw, dtype=torch.float32)
     canvas.index_add_(1, rows * pw + cols, kk.reshape(n, -1))
     canvas = canvas.view(n, ph, pw)
-    fx = torch.fft.rfft2(xp.to(torch.float64))
+    fx = torch.fft.rfft2(xp.to(torch.float32), s=(ph, pw))
     fk = torch.fft.rfft2(canvas)[:, None]
     y = torch.fft.irfft2(fx * fk, s=(ph, pw))
     if pad_mode != "circular":
         y = y[..., r : r + h, r : r + w]
-    return y.to(torch.float32)
+    return y
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from training.degradations import TASKS, degrade, held_out_generator, quantize_8bit  # noqa: E402
+from training.degradations import TASKS, _fft_conv_same, degrade, held_out_generator, quantize_8bit  # noqa: E402
 
 
 def _clean(n: int = 2, h: int = 96, w: int = 128) -> torch.Tensor:
@@ -56,3 +56,20 @@ def test_held_out_generators_differ_from_training_seeds() -> None:
 def test_unknown_task() -> None:
     with pytest.raises(ValueError, match="unknown task"):
         degrade("desnow", _clean(), torch.Generator())
+
+
+@pytest.mark.parametrize("size", [(41, 53), (128, 128), (20, 90)])
+def test_fft_convolution_equals_direct_convolution(size: tuple[int, int]) -> None:
+    """The FFT path (zero-extended to a fast length) is a linear convolution with reflect padding."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, *size, generator=g, dtype=torch.float64)
+    k = torch.rand(2, 9, 9, generator=g, dtype=torch.float64)
+    k = k / k.sum(dim=(-2, -1), keepdim=True)
+    got = _fft_conv_same(x, k)
+    want = torch.cat([
+        torch.nn.functional.conv2d(
+            torch.nn.functional.pad(x[i : i + 1], (4, 4, 4, 4), mode="reflect"), k[i].expand(3, 1, 9, 9), groups=3
+        )
+        for i in range(2)
+    ])  # fmt: skip
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
