@@ -54,6 +54,7 @@ def main() -> None:
         parser.error("--weights needs exactly one --task")
 
     clean = Image.open(REPO / "examples" / "sample.png").convert("RGB")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
     for task in tasks:
         degraded = degraded_sample(task, clean)
         start = time.perf_counter()
