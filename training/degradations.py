@@ -596,22 +596,29 @@ def add_haze(
     n, _, h, w = clean.shape
     out = []
     for i in range(n):
-        d = depth_map(generator, h, w, held_out=held_out)
-        beta = _u(generator, 2.0, 3.0) if held_out else _u(generator, 0.3, 3.0)
-        if held_out:
-            grey = _u(generator, 0.75, 0.85)
-            tint = [
-                (1.0 if _bernoulli(generator, 0.5) else -1.0) * _u(generator, 0.03, 0.05)
-                for _ in range(3)
-            ]
-        else:
-            grey = _u(generator, 0.75, 1.0)
-            tint = [_u(generator, -0.05, 0.05) for _ in range(3)]
-        a = (grey + torch.tensor(tint)).clamp(0.0, 1.0).view(1, 3, 1, 1)
-        t = torch.exp(-beta * d)[None, None]
-        img = clean[i : i + 1].to(torch.float32) * t + a * (1.0 - t)
-        out.append(quantize_8bit(img))
+        t, a = draw_haze(generator, h, w, held_out=held_out)
+        out.append(quantize_8bit(clean[i : i + 1].to(torch.float32) * t + a * (1.0 - t)))
     return torch.cat(out)
+
+
+def draw_haze(
+    generator: torch.Generator, h: int, w: int, *, held_out: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's haze, as :func:`add_haze` draws it: transmission ``(1, 1, h, w)`` and
+    airlight ``(1, 3, 1, 1)``."""
+    d = depth_map(generator, h, w, held_out=held_out)
+    beta = _u(generator, 2.0, 3.0) if held_out else _u(generator, 0.3, 3.0)
+    if held_out:
+        grey = _u(generator, 0.75, 0.85)
+        tint = [
+            (1.0 if _bernoulli(generator, 0.5) else -1.0) * _u(generator, 0.03, 0.05)
+            for _ in range(3)
+        ]
+    else:
+        grey = _u(generator, 0.75, 1.0)
+        tint = [_u(generator, -0.05, 0.05) for _ in range(3)]
+    a = (grey + torch.tensor(tint)).clamp(0.0, 1.0).view(1, 3, 1, 1)
+    return torch.exp(-beta * d)[None, None], a
 
 
 # --------------------------------------------------------------------------------------------
