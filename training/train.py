@@ -68,6 +68,7 @@ if str(REPO) not in sys.path:  # run from a checkout without installing lir
 
 from lir.network import LIR, LIRConfig, config_from_state_dict  # noqa: E402
 from training.degradations import DEGRADATIONS, DISTRIBUTIONS, add_noise, degrade, held_out_generator  # noqa: E402
+from training.smooth_skies import paste_skies  # noqa: E402
 
 # The team's research copies sit beside the checkout (../shared/datasets); LIR_DATASETS overrides.
 DATASETS = Path(os.environ.get("LIR_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -337,7 +338,8 @@ class Trainer:
         a = self.args
         recipe = (
             f"LIR (lir.network) trained with lir training/train.py on CBSD432 (BSDS500 minus CBSD68) "
-            f"random crops {a.patch if not a.progressive else a.progressive} batch {a.batch}, flips/rot90; "
+            f"random crops {a.patch if not a.progressive else a.progressive} batch {a.batch}, flips/rot90"
+            f"{f', synthetic smooth sky on top of a crop with p={a.sky_prob:g}' if a.sky_prob else ''}; "
             f"task {a.task}: {DISTRIBUTIONS[a.task]}; {a.loss} loss; AdamW lr {a.lr:g} "
             f"(warmup {a.warmup}, cosine to {a.min_lr:g} over {a.steps} steps) wd {a.wd:g} "
             f"betas {a.beta1}/{a.beta2}; EMA {a.ema} (these weights, decay warmup "
@@ -456,6 +458,8 @@ class Trainer:
         a = self.args
         patch, batch = phase_at(self.step, self.phases)
         clean = self.data.sample(batch, patch, self.gen)
+        if a.sky_prob > 0:
+            clean = paste_skies(clean, self.gen, a.sky_prob)
         noisy = degrade(a.task, clean, self.gen)  # held_out is never set in training
         clean = clean.to(self.device, memory_format=self.memory_format)
         noisy = noisy.to(self.device, memory_format=self.memory_format)
@@ -576,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blocks", type=int, default=1, help="EAA blocks per stage of a fresh model (default 1)")
     p.add_argument("--config", help="JSON LIRConfig of a fresh model (overrides --dim/--blocks)")
     p.add_argument("--data", default=DEFAULT_DATA, help="training images (CBSD432)")
+    p.add_argument("--sky-prob", type=float, default=0.0,
+                   help="paste a synthetic smooth sky over the top of a crop with this probability "
+                        "(training/smooth_skies.py)")
     p.add_argument("--val-data", default=DEFAULT_VAL, help="validation images (monitoring only)")
     p.add_argument("--val-count", type=int, default=6)
     p.add_argument("--val-size", type=int, default=256)
@@ -620,13 +627,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--resume: {state_path} not found")
         resume_state = json.loads(state_path.read_text())
         given = {k: getattr(args, k) for k in RESUME_OVERRIDABLE if getattr(args, k) != parser.get_default(k)}
-        args = argparse.Namespace(**resume_state["args"])
+        # Arguments added since the run started take their defaults.
+        args = argparse.Namespace(**{**vars(parser.parse_args([])), **resume_state["args"]})
         args.resume = str(Path(args.out))
         args.stop_after = 0  # a session limit, not part of the run
         for k, v in given.items():
             setattr(args, k, v)
     elif not args.out:
         parser.error("--out is required (or --resume OUT)")
+    if not 0.0 <= args.sky_prob <= 1.0:
+        parser.error(f"--sky-prob must be a probability in [0, 1], got {args.sky_prob}")
     if not args.resume and (Path(args.out) / "state.json").exists():
         raise SystemExit(f"{args.out} already holds a run; use --resume {args.out} or another --out")
     torch.set_num_threads(args.threads)

@@ -79,3 +79,19 @@ def test_compiled_bf16_training_saves_the_plain_layout(images: Path, tmp_path: P
     model.load_state_dict(load_file(str(path)))  # no "_orig_mod." prefixes from the compiled wrapper
     log = [json.loads(line) for line in (tmp_path / "e" / "log.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["loss"]) for r in log if "loss" in r)
+
+
+def test_sky_prob_is_recorded_and_old_runs_resume(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    assert train.main(_args(images, out, "--sky-prob", "0.5", "--stop-after", "1")) == 0
+    with safe_open(str(out / "ema.safetensors"), "pt") as f:
+        assert "smooth sky on top of a crop with p=0.5" in f.metadata()["recipe"]
+    # A run saved before --sky-prob existed resumes with the default (no skies).
+    state = json.loads((out / "state.json").read_text())
+    del state["args"]["sky_prob"]
+    (out / "state.json").write_text(json.dumps(state))
+    assert train.main(["--resume", str(out)]) == 0
+    with safe_open(str(out / "ema.safetensors"), "pt") as f:
+        assert "smooth sky" not in f.metadata()["recipe"]
+    with pytest.raises(SystemExit):
+        train.main(_args(images, tmp_path / "g", "--sky-prob", "1.5"))
