@@ -5,6 +5,8 @@ The bundled sample (``examples/sample.png``: drawn from scratch, MIT, so it may 
 by the task's *held-out* setting of ``training/degradations.py`` with a fixed seed, restored
 through ``lir.restore`` exactly as a user would (uint8 in, uint8 out), and written as
 ``examples/<task>.png``: clean | degraded | restored, PSNR of each against the clean one.
+It also prints the error over the sample's open sky (rows 0–63 left and right of the title):
+its mean per channel (a colour cast) and its RMS about that mean (ghosts, blotches, banding).
 
     python benchmarks/task_pictures.py                       # every task with a published model
     python benchmarks/task_pictures.py --task deblur --weights /work/runs/deblur-dim32/ema.safetensors
@@ -32,12 +34,21 @@ from quickstart import psnr, side_by_side  # noqa: E402
 from training.degradations import HELD_OUT_SEED_BASE, degrade  # noqa: E402
 
 SEED = HELD_OUT_SEED_BASE + 7  # any held-out seed: training never draws these
+# The sample's smooth sky without the title text (examples/make_sample.py draws it at x 150-215).
+SKY = (slice(0, 64), np.r_[0:140, 220:384])
 
 
 def degraded_sample(task: str, clean: Image.Image) -> Image.Image:
     """``clean`` through the task's held-out degradation, quantised to 8 bits."""
     y = degrade(task, to_tensor(np.array(clean)), torch.Generator().manual_seed(SEED), held_out=True)
     return Image.fromarray(to_uint8(y))
+
+
+def sky_error(image: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, float]:
+    """Error of ``image`` over :data:`SKY` in 8-bit levels: mean per channel, RMS about that mean."""
+    err = image[SKY].astype(np.float64) - clean[SKY]
+    mean = err.reshape(-1, 3).mean(0)
+    return mean, float(np.sqrt(((err - mean) ** 2).mean()))
 
 
 def main() -> None:
@@ -67,6 +78,9 @@ def main() -> None:
             (f"lir: {psnr(restored, clean):.2f} dB, {seconds:.1f} s", restored),
         ]).save(out)
         print(f"{task}: input {psnr(degraded, clean):.2f} dB -> restored {psnr(restored, clean):.2f} dB; wrote {out}")
+        for name, image in (("input", degraded), ("restored", restored)):
+            mean, rms = sky_error(np.array(image), np.array(clean))
+            print(f"  sky error of the {name}: mean R/G/B {np.round(mean, 1)}, RMS about the mean {rms:.1f} levels")
 
 
 if __name__ == "__main__":
