@@ -4,7 +4,9 @@
 Hazes the README sample exactly as ``benchmarks/task_pictures.py`` does (same held-out draw), then
 again with the same transmission but a neutral airlight (the drawn one's mean level in every
 channel), restores both through ``lir.restore`` and prints PSNR and the error over the sample's
-open sky as ``task_pictures.py`` measures it (mean per channel, RMS about that mean).
+open sky as ``task_pictures.py`` measures it (mean per channel, RMS about that mean). It also
+prints how much of the scene is left in the hazy sky, t·(J − A), next to the airlight's tint: where
+the tint is the larger, the sky's colour cannot be told apart from the airlight's.
 
     python benchmarks/dehaze_airlight_check.py [--weights X.safetensors]
 """
@@ -42,6 +44,11 @@ def main() -> None:
     t, drawn = draw_haze(torch.Generator().manual_seed(SEED), *x.shape[-2:], held_out=True)
     neutral = drawn.mean().expand_as(drawn)
     print(f"sky transmission {t[0, 0][SKY].mean():.3f}")
+    # What a dehazer has to go on in the sky: the scene's share of the hazy pixel, t·(J − A),
+    # against the airlight's own tint (A minus its mean level), in 8-bit levels.
+    signal = (t * (x - drawn))[0].permute(1, 2, 0).numpy()[SKY].reshape(-1, 3).mean(0) * 255
+    print(f"sky signal t(J - A), mean R/G/B {np.round(signal, 1)}; "
+          f"airlight tint {np.round((drawn - drawn.mean()).flatten().numpy() * 255, 1)}")
     for name, a in (("drawn airlight", drawn), ("neutral airlight", neutral)):
         hazy = to_uint8(quantize_8bit(x * t + a * (1.0 - t)))
         restored = lir.restore(hazy, task="dehaze", weights=args.weights)
