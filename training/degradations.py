@@ -587,8 +587,8 @@ def add_haze(
       of the crops): dense haze is what a user asks a dehazer to remove, and it is the part
       these small models handled worst (colour casts where t is smallest);
     - airlight A: grey level U[0.75, 1.0] plus a per-channel tint U[−0.1, 0.1], clipped to
-      [0, 1]. Twice the held-out tint (it was ±0.05 until the last dehaze run, whose models
-      kept the airlight's tint as a cast): estimating the airlight pays more, and that run
+      [0, 1]. Twice the held-out tint: the models trained with ±0.05 kept the airlight's
+      tint as a cast; with ±0.1 estimating the airlight pays more, and the first run with it
       gained on every photo set (model card);
     - clip and 8-bit quantisation.
 
