@@ -45,10 +45,10 @@ def main() -> None:
     neutral = drawn.mean().expand_as(drawn)
     print(f"sky transmission {t[0, 0][SKY].mean():.3f}")
     # What a dehazer has to go on in the sky: the scene's share of the hazy pixel, t·(J − A),
-    # against the airlight's own tint (A minus its mean level), in 8-bit levels.
+    # against the airlight's own tint (A minus the neutral one), in 8-bit levels.
     signal = (t * (x - drawn))[0].permute(1, 2, 0).numpy()[SKY].reshape(-1, 3).mean(0) * 255
     print(f"sky signal t(J - A), mean R/G/B {np.round(signal, 1)}; "
-          f"airlight tint {np.round((drawn - drawn.mean()).flatten().numpy() * 255, 1)}")
+          f"airlight tint {np.round((drawn - neutral).flatten().numpy() * 255, 1)}")
     for name, a in (("drawn airlight", drawn), ("neutral airlight", neutral)):
         hazy = to_uint8(quantize_8bit(x * t + a * (1.0 - t)))
         restored = lir.restore(hazy, task="dehaze", weights=args.weights)
