@@ -26,6 +26,10 @@ Examples::
         --out /work/runs/denoise-dim32 --steps 9000 --lr 2e-4 --warmup 100
     # resume exactly where it stopped (SIGTERM/SIGINT save first)
     python training/train.py --resume /work/runs/denoise-dim32
+    # grow published weights into more EAA blocks per stage (same function at step 0)
+    python training/train.py --task deblur --init-from lir/weights/lir-deblur-dim32.safetensors \\
+        --config '{"dim": 32, "left_blk_num": [1, 2], "bottom_blk_num": 3, "right_blk_num": [1, 2]}' \\
+        --out /work/runs/deblur-grown --steps 3000 --lr 2e-4 --warmup 100
     # a fresh small model
     python training/train.py --task deblur --dim 32 --blocks 1 --out /work/runs/deblur-dim32 --steps 20000
 
@@ -181,6 +185,34 @@ def config_of(sd: dict[str, torch.Tensor], meta: dict[str, str]) -> LIRConfig:
     return config_from_state_dict(sd)
 
 
+# The parameters that close an EAA block's two branches: stage5's last ConvTranspose and
+# `transpose`. Zeroed, the block returns its input exactly (out = 0 + res - 0).
+_BLOCK_OUTPUTS = (".stage5.2.weight", ".transpose.weight")
+
+
+def grown_state_dict(model: LIR, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``sd`` (a checkpoint of the same width and fewer EAA blocks per stage) laid into ``model``.
+
+    Blocks present in ``sd`` keep their weights; the blocks ``model`` has in addition keep their
+    fresh initialisation except for their two output convolutions, which start at zero, so each
+    added block is an identity and the grown network computes exactly what ``sd`` computed.
+    """
+    target = model.state_dict()
+    unknown = sorted(set(sd) - set(target))
+    if unknown:
+        raise SystemExit(f"--init-from has {len(unknown)} tensors the --config model lacks, e.g. {unknown[0]}")
+    out = {}
+    for k, v in target.items():
+        if k in sd:
+            if sd[k].shape != v.shape:
+                raise SystemExit(f"--init-from {k} has shape {tuple(sd[k].shape)}, the --config model "
+                                 f"{tuple(v.shape)}: growing keeps the width (dim)")
+            out[k] = sd[k]
+        else:
+            out[k] = torch.zeros_like(v) if k.endswith(_BLOCK_OUTPUTS) else v
+    return out
+
+
 def sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -278,13 +310,16 @@ class Trainer:
         init_sd = None
         if args.init_from and not resume_state:
             init_sd, meta = read_safetensors(args.init_from)
-            cfg = config_of(init_sd, meta)
+            init_cfg = config_of(init_sd, meta)
+            cfg = LIRConfig.from_dict(json.loads(args.config)) if args.config else init_cfg
             self.started_from = {
                 "file": Path(args.init_from).name,
                 "sha256": sha256(args.init_from),
                 "steps": meta.get("steps"),
                 "task": meta.get("task"),
             }
+            if cfg != init_cfg:
+                self.started_from["grown_from_config"] = init_cfg.to_dict()
         else:
             cfg = LIRConfig.from_dict(json.loads(args.config)) if args.config else LIRConfig(
                 dim=args.dim,
@@ -298,7 +333,7 @@ class Trainer:
         torch.manual_seed(args.seed)  # initial weights of a fresh model
         self.model = LIR.from_config(cfg)
         if init_sd is not None:
-            self.model.load_state_dict(init_sd)
+            self.model.load_state_dict(grown_state_dict(self.model, init_sd))
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         self.model.to(self.device, memory_format=self.memory_format)
         # Compiled for training only (~1.3x per CPU step measured with bf16, training/bench_step.py);
@@ -578,7 +613,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start from published weights (config from its metadata), fresh optimizer")
     p.add_argument("--dim", type=int, default=32, help="width of a fresh model (default 32)")
     p.add_argument("--blocks", type=int, default=1, help="EAA blocks per stage of a fresh model (default 1)")
-    p.add_argument("--config", help="JSON LIRConfig of a fresh model (overrides --dim/--blocks)")
+    p.add_argument("--config", help="JSON LIRConfig of a fresh model (overrides --dim/--blocks); with "
+                   "--init-from, a config with more EAA blocks to grow those weights into (added blocks "
+                   "start as identities)")
     p.add_argument("--data", default=DEFAULT_DATA, help="training images (CBSD432)")
     p.add_argument("--sky-prob", type=float, default=0.0,
                    help="paste a synthetic smooth sky over the top of a crop with this probability "

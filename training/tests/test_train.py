@@ -95,3 +95,36 @@ def test_sky_prob_is_recorded_and_old_runs_resume(images: Path, tmp_path: Path) 
         assert "smooth sky" not in f.metadata()["recipe"]
     with pytest.raises(SystemExit):
         train.main(_args(images, tmp_path / "g", "--sky-prob", "1.5"))
+
+
+def test_grown_model_computes_what_the_checkpoint_computed(images: Path, tmp_path: Path) -> None:
+    import torch
+
+    from lir.network import LIR, LIRConfig
+
+    small = tmp_path / "small"
+    assert train.main(_args(images, small, "--steps", "2")) == 0
+    grown_cfg = {"dim": 16, "left_blk_num": [1, 2], "bottom_blk_num": 2, "right_blk_num": [2, 1]}
+    sd = load_file(str(small / "ema.safetensors"))
+    before = LIR.from_config(LIRConfig(dim=16, left_blk_num=(1, 1), bottom_blk_num=1, right_blk_num=(1, 1)))
+    before.load_state_dict(sd)
+    grown = LIR.from_config(LIRConfig.from_dict(grown_cfg))
+    grown.load_state_dict(train.grown_state_dict(grown, sd))
+    x = torch.rand(1, 3, 128, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(grown.eval()(x), before.eval()(x), rtol=0, atol=1e-6)
+
+    # Through train.py: the grown run records where it came from and trains the added blocks.
+    out = tmp_path / "grown"
+    assert train.main(_args(images, out, "--steps", "2", "--init-from", str(small / "ema.safetensors"),
+                            "--config", json.dumps(grown_cfg))) == 0
+    with safe_open(str(out / "ema.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert json.loads(meta["config"])["left_blk_num"] == [1, 2]
+    assert json.loads(meta["started_from"])["grown_from_config"]["left_blk_num"] == [1, 1]
+    raw = load_file(str(out / "state.safetensors"))
+    assert raw["model/EAA2.1.transpose.weight"].abs().sum() > 0
+
+    wider = json.dumps({**grown_cfg, "dim": 32})
+    with pytest.raises(SystemExit, match="keeps the width"):
+        train.main(_args(images, tmp_path / "h", "--init-from", str(small / "ema.safetensors"), "--config", wider))
