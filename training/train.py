@@ -201,6 +201,7 @@ def grown_state_dict(model: LIR, sd: dict[str, torch.Tensor]) -> dict[str, torch
     unknown = sorted(set(sd) - set(target))
     if unknown:
         raise SystemExit(f"--init-from has {len(unknown)} tensors the --config model lacks, e.g. {unknown[0]}")
+    blocks_in_sd = {".".join(k.split(".")[:2]) for k in sd if k.startswith("EAA")}
     out = {}
     for k, v in target.items():
         if k in sd:
@@ -208,8 +209,10 @@ def grown_state_dict(model: LIR, sd: dict[str, torch.Tensor]) -> dict[str, torch
                 raise SystemExit(f"--init-from {k} has shape {tuple(sd[k].shape)}, the --config model "
                                  f"{tuple(v.shape)}: growing keeps the width (dim)")
             out[k] = sd[k]
-        else:
+        elif k.startswith("EAA") and ".".join(k.split(".")[:2]) not in blocks_in_sd:
             out[k] = torch.zeros_like(v) if k.endswith(_BLOCK_OUTPUTS) else v
+        else:  # only whole added blocks may be missing, or a damaged file would train from noise
+            raise SystemExit(f"--init-from lacks {k}, which is not part of an added EAA block")
     return out
 
 

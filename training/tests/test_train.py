@@ -125,6 +125,10 @@ def test_grown_model_computes_what_the_checkpoint_computed(images: Path, tmp_pat
     raw = load_file(str(out / "state.safetensors"))
     assert raw["model/EAA2.1.transpose.weight"].abs().sum() > 0
 
+    damaged = {k: v for k, v in sd.items() if k != "EAA1.0.transpose.weight"}
+    with pytest.raises(SystemExit, match="EAA1.0.transpose.weight"):
+        train.grown_state_dict(grown, damaged)
+
     wider = json.dumps({**grown_cfg, "dim": 32})
     with pytest.raises(SystemExit, match="keeps the width"):
         train.main(_args(images, tmp_path / "h", "--init-from", str(small / "ema.safetensors"), "--config", wider))
