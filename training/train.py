@@ -201,7 +201,10 @@ def grown_state_dict(model: LIR, sd: dict[str, torch.Tensor]) -> dict[str, torch
     unknown = sorted(set(sd) - set(target))
     if unknown:
         raise SystemExit(f"--init-from has {len(unknown)} tensors the --config model lacks, e.g. {unknown[0]}")
-    blocks_in_sd = {".".join(k.split(".")[:2]) for k in sd if k.startswith("EAA")}
+    def block(key: str) -> str | None:  # "EAA2.1.stage1.0.x" -> "EAA2.1"; None outside the stages
+        return ".".join(key.split(".")[:2]) if key.startswith("EAA") else None
+
+    blocks_in_sd = {block(k) for k in sd}
     out = {}
     for k, v in target.items():
         if k in sd:
@@ -209,7 +212,7 @@ def grown_state_dict(model: LIR, sd: dict[str, torch.Tensor]) -> dict[str, torch
                 raise SystemExit(f"--init-from {k} has shape {tuple(sd[k].shape)}, the --config model "
                                  f"{tuple(v.shape)}: growing keeps the width (dim)")
             out[k] = sd[k]
-        elif k.startswith("EAA") and ".".join(k.split(".")[:2]) not in blocks_in_sd:
+        elif block(k) is not None and block(k) not in blocks_in_sd:
             out[k] = torch.zeros_like(v) if k.endswith(_BLOCK_OUTPUTS) else v
         else:  # only whole added blocks may be missing, or a damaged file would train from noise
             raise SystemExit(f"--init-from lacks {k}, which is not part of an added EAA block")
@@ -311,10 +314,11 @@ class Trainer:
         # ---- model
         self.started_from = args.started_from if resume_state else None
         init_sd = None
+        given_cfg = LIRConfig.from_dict(json.loads(args.config)) if args.config else None
         if args.init_from and not resume_state:
             init_sd, meta = read_safetensors(args.init_from)
             init_cfg = config_of(init_sd, meta)
-            cfg = LIRConfig.from_dict(json.loads(args.config)) if args.config else init_cfg
+            cfg = given_cfg or init_cfg
             self.started_from = {
                 "file": Path(args.init_from).name,
                 "sha256": sha256(args.init_from),
@@ -324,7 +328,7 @@ class Trainer:
             if cfg != init_cfg:
                 self.started_from["grown_from_config"] = init_cfg.to_dict()
         else:
-            cfg = LIRConfig.from_dict(json.loads(args.config)) if args.config else LIRConfig(
+            cfg = given_cfg or LIRConfig(
                 dim=args.dim,
                 left_blk_num=(args.blocks, args.blocks),
                 bottom_blk_num=args.blocks,
