@@ -5,7 +5,9 @@ No paired deblurring or dehazing test sets could be obtained here (GoPro, HIDE, 
 so those tasks are measured on Kodak24 and McMaster18 degraded by the task's *held-out* setting
 in ``training/degradations.py`` (parameters at the hard ends of the training ranges, seeds
 ``HELD_OUT_SEED_BASE + offset(set) + index`` that training never draws). Derain is also measured on
-the real paired Rain100H test set (``paired/Rain100H``).
+the real paired Rain100H test set (``paired/Rain100H``). Deblur has a second synthetic row,
+``moderate_blur`` (slight shake and defocus, same seeds): the heavy row is the target, the
+moderate row shows what the model does to the blur most photos have.
 
 One command per task::
 
@@ -51,9 +53,13 @@ from eval_common import (  # noqa: E402
 
 import torch  # noqa: E402
 
-from training.degradations import HELD_OUT_SEED_BASE, degrade  # noqa: E402
+from training.degradations import HELD_OUT_SEED_BASE, degrade, moderate_blur  # noqa: E402
 
 PAIRED = {"derain": ["Rain100H"]}
+HELD_OUT = "synthetic (held-out)"
+#: Further synthetic rows per task (label -> fn(clean, generator)), drawn from the same held-out
+#: seeds: the heavy held-out blur is the target, moderate blur is what most photos have.
+EXTRA_SYNTHETIC = {"deblur": {"synthetic (moderate)": moderate_blur}}
 
 
 def set_offset(set_name: str) -> int:
@@ -61,10 +67,12 @@ def set_offset(set_name: str) -> int:
     return (zlib.crc32(set_name.encode()) % 100_000) * 1_000
 
 
-def held_out_input(task: str, clean: np.ndarray, set_name: str, index: int) -> np.ndarray:
-    """The degraded uint8 image for (set, index): reproducible from the seed alone."""
+def synthetic_input(task: str, kind: str, clean: np.ndarray, set_name: str, index: int) -> np.ndarray:
+    """The degraded uint8 image for (row kind, set, index): reproducible from the seed alone."""
     g = torch.Generator().manual_seed(HELD_OUT_SEED_BASE + set_offset(set_name) + index)
-    return to_uint8(degrade(task, to_tensor(clean), g, held_out=True))
+    x = to_tensor(clean)
+    y = degrade(task, x, g, held_out=True) if kind == HELD_OUT else EXTRA_SYNTHETIC[task][kind](x, g)
+    return to_uint8(y)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows_in: list[tuple[str, str, Meter, Meter]] = []
     t0 = time.time()
-    jobs = [(s, "synthetic (held-out)") for s in a.sets.split(",") if s]
+    kinds = [HELD_OUT, *EXTRA_SYNTHETIC.get(a.task, {})]
+    jobs = [(s, k) for k in kinds for s in a.sets.split(",") if s]
     if not a.no_paired:
         jobs += [(s, "real paired") for s in PAIRED.get(a.task, [])]
     for set_name, kind in jobs:
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 inp, clean = load_rgb(f), load_rgb(f.parent.parent / "target" / f.name)
             else:
                 clean = load_rgb(f)
-                inp = held_out_input(a.task, clean, set_name, i)
+                inp = synthetic_input(a.task, kind, clean, set_name, i)
             mi.add(inp, clean)
             out = None
             if model is not None:
@@ -122,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                     out = to_uint8(run_network(model, to_tensor(inp)))
                 mo.add(out, clean, t.s)
             if ex_dir and i < 2:
-                stem = f"{a.task}_{set_name}_{f.stem}"
+                stem = f"{a.task}_{set_name}_{kind.split()[-1].strip('()')}_{f.stem}"
                 Image.fromarray(inp).save(ex_dir / f"{stem}_input.png")
                 Image.fromarray(clean).save(ex_dir / f"{stem}_target.png")
                 if out is not None:
@@ -139,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if meta:
         md += [f"Checkpoint: task {meta.get('task')}, config {meta.get('config')}, steps {meta.get('steps')}", ""]
     md += [f"Synthetic rows: `training/degradations.py`, `held_out=True` ({a.task}), seed per image "
-           f"`HELD_OUT_SEED_BASE + offset(set) + index`. PSNR (dB) / SSIM, RGB, 8-bit.", ""]
+           f"`HELD_OUT_SEED_BASE + offset(set) + index`"
+           + "".join(f"; {k}: `{fn.__name__}`" for k, fn in EXTRA_SYNTHETIC.get(a.task, {}).items())
+           + ". PSNR (dB) / SSIM, RGB, 8-bit.", ""]
     md.append(markdown_table(header, rows))
     md += ["", f"_{environment_line(a.threads)}; {time.time() - t0:.0f} s in all._"]
     md += [f"_Note: {n}_" for n in notes]

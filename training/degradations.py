@@ -50,6 +50,7 @@ __all__ = [
     "held_out_generator",
     "jpeg",
     "linear_motion_kernel",
+    "moderate_blur",
     "quantize_8bit",
 ]
 
@@ -357,6 +358,15 @@ def _sample_kernel(gen: torch.Generator, held_out: bool) -> torch.Tensor:
     return gaussian_kernel(sx, sy, _u(gen, 0.0, math.pi))
 
 
+def _blur_noise_quantize(
+    clean: torch.Tensor, kernels: torch.Tensor, sigma_255: torch.Tensor, gen: torch.Generator
+) -> torch.Tensor:
+    n = clean.shape[0]
+    y = _fft_conv_same(clean.to(torch.float32), kernels)
+    y = y + torch.randn(y.shape, generator=gen) * (sigma_255 / 255.0).view(n, 1, 1, 1)
+    return quantize_8bit(y)
+
+
 def blur(
     clean: torch.Tensor,
     generator: torch.Generator,
@@ -380,13 +390,8 @@ def blur(
     """
     n = clean.shape[0]
     kernels = torch.stack([_sample_kernel(generator, held_out) for _ in range(n)])
-    y = _fft_conv_same(clean.to(torch.float32), kernels)
-    if held_out:
-        sig = torch.full((n,), 2.0)
-    else:
-        sig = 2.0 * torch.rand(n, generator=generator)
-    y = y + torch.randn(y.shape, generator=generator) * (sig / 255.0).view(n, 1, 1, 1)
-    y = quantize_8bit(y)
+    sig = torch.full((n,), 2.0) if held_out else 2.0 * torch.rand(n, generator=generator)
+    y = _blur_noise_quantize(clean, kernels, sig, generator)
     if not held_out:
         out = []
         for i in range(n):
@@ -396,6 +401,36 @@ def blur(
                 out.append(y[i : i + 1])
         y = torch.cat(out)
     return y
+
+
+#: Kernel families of :func:`moderate_blur`; fixed, so the setting stays put when training's mix moves.
+MODERATE_BLUR_FAMILIES = {"camera_shake": 0.5, "linear": 0.2, "defocus": 0.15, "gaussian": 0.15}
+
+
+def moderate_blur(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Second evaluation setting of the deblur task: the moderate blur most photos have.
+
+    Not a training distribution and not the target's setting (that is ``blur(held_out=True)``);
+    it measures what the heavy-shake figure cannot: whether the model helps, or harms, photos
+    with slight shake or slight defocus. Per image: camera shake 50% (extent U[5, 15] px),
+    linear motion 20% (U[5, 15] px), defocus disk 15% (radius U[1.5, 4] px), Gaussian 15%
+    (σx, σy U[0.8, 2] px); noise σ = 1/255; 8-bit; no JPEG. Use held-out generators.
+    """
+    n = clean.shape[0]
+    kernels = []
+    for _ in range(n):
+        fam = _choice(generator, MODERATE_BLUR_FAMILIES)
+        if fam == "camera_shake":
+            k = camera_shake_kernel(generator, _u(generator, 5.0, 15.0))
+        elif fam == "linear":
+            k = linear_motion_kernel(generator, _u(generator, 5.0, 15.0), _u(generator, 0.0, math.pi))
+        elif fam == "defocus":
+            k = defocus_kernel(_u(generator, 1.5, 4.0))
+        else:
+            sx, sy = _u(generator, 0.8, 2.0), _u(generator, 0.8, 2.0)
+            k = gaussian_kernel(sx, sy, _u(generator, 0.0, math.pi))
+        kernels.append(k)
+    return _blur_noise_quantize(clean, torch.stack(kernels), torch.full((n,), 1.0), generator)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from training.degradations import TASKS, _fft_conv_same, degrade, held_out_generator, quantize_8bit  # noqa: E402
+from training.degradations import (  # noqa: E402
+    TASKS,
+    _fft_conv_same,
+    degrade,
+    held_out_generator,
+    moderate_blur,
+    quantize_8bit,
+)
 
 
 def _clean(n: int = 2, h: int = 96, w: int = 128) -> torch.Tensor:
@@ -51,6 +58,19 @@ def test_held_out_generators_differ_from_training_seeds() -> None:
     train = degrade("deblur", x, torch.Generator().manual_seed(0))
     held = degrade("deblur", x, held_out_generator(0), held_out=True)
     assert not torch.equal(train, held)
+
+
+def test_moderate_blur_is_deterministic_and_milder_than_the_held_out_blur() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(8, 3, 48, 48, generator=g), size=(192, 192), mode="bilinear")
+    before = x.clone()
+    moderate = moderate_blur(x, held_out_generator(0))
+    assert torch.equal(x, before), "input modified"
+    assert torch.equal(moderate, moderate_blur(x, held_out_generator(0)))
+    assert torch.equal(moderate, quantize_8bit(moderate))
+    heavy = degrade("deblur", x, held_out_generator(0), held_out=True)
+    err_moderate, err_heavy = ((moderate - x) ** 2).mean(), ((heavy - x) ** 2).mean()
+    assert 1e-4 < err_moderate < 0.7 * err_heavy
 
 
 def test_unknown_task() -> None:
