@@ -7,7 +7,7 @@ in CBSD68 — the usual colour-denoising training set), loaded once into memory 
 random flips and 90° rotations. Clean crops are degraded on the fly by the task's function in
 ``training/degradations.py``.
 
-Recipe: L1 (or Charbonnier) loss; AdamW (default lr 3e-4, weight decay 1e-4, betas 0.9/0.999);
+Recipe: L1 (or Charbonnier, or L1 + FFT) loss; AdamW (default lr 3e-4, weight decay 1e-4, betas 0.9/0.999);
 linear warmup then cosine decay to ``--min-lr``; EMA of the weights (decay warming up as
 (1+t)/(10+t) to ``--ema``); channels_last; optional bf16 autocast on CPU and AMP on CUDA.
 
@@ -493,6 +493,11 @@ class Trainer:
     def loss_fn(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.args.loss == "l1":
             return F.l1_loss(out, target)
+        if self.args.loss == "l1-fft":
+            # MIMO-UNet's frequency term (Cho et al., ICCV 2021): L1 of the unnormalised 2-D
+            # spectrum, weight 0.1, so that missing fine detail costs as much as a misplaced edge
+            spec = torch.view_as_real(torch.fft.rfft2(out - target))
+            return F.l1_loss(out, target) + 0.1 * spec.abs().mean()
         eps = self.args.charbonnier_eps
         return torch.sqrt((out - target) ** 2 + eps * eps).mean()
 
@@ -634,7 +639,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=128, help="crop side (multiple of 32, >= 128)")
     p.add_argument("--progressive", help="patch/batch schedule STEP:PATCH[:BATCH],... e.g. 0:128:8,6000:192:4")
-    p.add_argument("--loss", choices=["l1", "charbonnier"], default="l1")
+    p.add_argument("--loss", choices=["l1", "l1-fft", "charbonnier"], default="l1",
+                   help="l1-fft: L1 + 0.1 x L1 of the 2-D FFT (MIMO-UNet's deblurring loss)")
     p.add_argument("--charbonnier-eps", type=float, default=1e-3)
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=1e-6)
