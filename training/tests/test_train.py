@@ -53,10 +53,11 @@ def test_train_and_exact_resume(images: Path, tmp_path: Path) -> None:
 def test_weights_load_into_lir(images: Path, tmp_path: Path) -> None:
     from lir.network import LIR, LIRConfig
 
-    assert train.main(_args(images, tmp_path / "c", "--steps", "1", "--task", "deblur")) == 0
+    assert train.main(_args(images, tmp_path / "c", "--steps", "1", "--task", "deblur", "--loss", "l1-fft")) == 0
     path = tmp_path / "c" / "ema.safetensors"
     with safe_open(str(path), "pt") as f:
         cfg = LIRConfig.from_dict(json.loads(f.metadata()["config"]))
+        assert "l1-fft loss" in f.metadata()["recipe"]
     model = LIR.from_config(cfg)
     model.load_state_dict(load_file(str(path)))  # strict: the authors' key layout
 
@@ -132,3 +133,16 @@ def test_grown_model_computes_what_the_checkpoint_computed(images: Path, tmp_pat
     wider = json.dumps({**grown_cfg, "dim": 32})
     with pytest.raises(SystemExit, match="keeps the width"):
         train.main(_args(images, tmp_path / "h", "--init-from", str(small / "ema.safetensors"), "--config", wider))
+
+
+def test_l1_fft_loss_adds_a_tenth_of_the_spectrum_l1() -> None:
+    import torch
+    from types import SimpleNamespace
+
+    # a constant error d puts d*H*W into the DC coefficient and nothing elsewhere
+    h, w, d = 8, 10, 0.02
+    out, target = torch.full((1, 1, h, w), 0.5 + d), torch.full((1, 1, h, w), 0.5)
+    fake = SimpleNamespace(args=SimpleNamespace(loss="l1-fft"))
+    got = train.Trainer.loss_fn(fake, out, target)  # type: ignore[arg-type]
+    coefficients = h * (w // 2 + 1) * 2  # rfft2 bins, real and imaginary parts
+    assert got.item() == pytest.approx(d + 0.1 * d * h * w / coefficients, rel=1e-4)
