@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -136,9 +138,6 @@ def test_grown_model_computes_what_the_checkpoint_computed(images: Path, tmp_pat
 
 
 def test_l1_fft_loss_adds_a_tenth_of_the_spectrum_l1() -> None:
-    import torch
-    from types import SimpleNamespace
-
     # a constant error d puts d*H*W into the DC coefficient and nothing elsewhere
     h, w, d = 8, 10, 0.02
     out, target = torch.full((1, 1, h, w), 0.5 + d), torch.full((1, 1, h, w), 0.5)
