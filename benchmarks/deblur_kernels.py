@@ -41,9 +41,8 @@ from training.degradations import (  # noqa: E402
     defocus_kernel,
     gaussian_kernel,
     linear_motion_kernel,
-    quantize_8bit,
 )
-from training.degradations import _fft_conv_same  # noqa: E402
+from training.degradations import _blur_noise_quantize  # noqa: E402
 
 CROP = 384
 
@@ -72,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     noise = torch.Generator().manual_seed(HELD_OUT_SEED_BASE + 78)
     rows = []
     for name, k in probe_kernels().items():
-        inputs = []
-        for c in cleans:
-            y = _fft_conv_same(to_tensor(c), k[None])
-            inputs.append(to_uint8(quantize_8bit(y + torch.randn(y.shape, generator=noise) / 255.0)))
+        inputs = [to_uint8(_blur_noise_quantize(to_tensor(c), k[None], torch.ones(1), noise)) for c in cleans]
         p_in = float(np.mean([psnr(y, c) for y, c in zip(inputs, cleans)]))
         gains = []
         for m in models:
