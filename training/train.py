@@ -8,8 +8,9 @@ random flips and 90° rotations. Clean crops are degraded on the fly by the task
 ``training/degradations.py``.
 
 Recipe: L1 (or Charbonnier, or L1 + FFT) loss; AdamW (default lr 3e-4, weight decay 1e-4,
-betas 0.9/0.999); linear warmup then cosine decay to ``--min-lr``; EMA of the weights (decay warming up as
-(1+t)/(10+t) to ``--ema``); channels_last; optional bf16 autocast on CPU and AMP on CUDA.
+betas 0.9/0.999); linear warmup then cosine decay to ``--min-lr``; EMA of the weights (decay
+warming up as (1+t)/(10+t) to ``--ema``); channels_last; optional bf16 autocast on CPU and AMP
+on CUDA.
 
 Outputs (in ``--out``; no pickles anywhere, so every file is safe to load):
     ema.safetensors    EMA weights in the authors' key layout + metadata (config, task, steps,
