@@ -202,6 +202,7 @@ def grown_state_dict(model: LIR, sd: dict[str, torch.Tensor]) -> dict[str, torch
     unknown = sorted(set(sd) - set(target))
     if unknown:
         raise SystemExit(f"--init-from has {len(unknown)} tensors the --config model lacks, e.g. {unknown[0]}")
+
     def block(key: str) -> str | None:  # "EAA2.1.stage1.0.x" -> "EAA2.1"; None outside the stages
         return ".".join(key.split(".")[:2]) if key.startswith("EAA") else None
 
