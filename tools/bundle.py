@@ -40,6 +40,8 @@ def main() -> None:
     p.add_argument("--default", action="store_true", help="make it the task's default model")
     args = p.parse_args()
 
+    # Read every input before the bundled file is overwritten, so a bad argument changes nothing.
+    metrics = json.loads(args.metrics.read_text()) if args.metrics else {}
     loaded = load_weights(args.task, args.checkpoint)
     target = MANIFEST_PATH.parent / "weights" / f"{args.name}.safetensors"
     target.parent.mkdir(exist_ok=True)
@@ -66,7 +68,7 @@ def main() -> None:
         "hub": None,
         "license": args.license,
         "training": training,
-        "metrics": json.loads(args.metrics.read_text()) if args.metrics else {},
+        "metrics": metrics,
     }
     manifest = json.loads(MANIFEST_PATH.read_text())
     manifest["models"][args.name] = entry
