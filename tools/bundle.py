@@ -40,7 +40,7 @@ def main() -> None:
     p.add_argument("--default", action="store_true", help="make it the task's default model")
     args = p.parse_args()
 
-    # Read every input before the bundled file is overwritten, so a bad argument changes nothing.
+    # Read the inputs before the bundled file is overwritten, so a wrong path changes nothing.
     metrics = json.loads(args.metrics.read_text()) if args.metrics else {}
     loaded = load_weights(args.task, args.checkpoint)
     target = MANIFEST_PATH.parent / "weights" / f"{args.name}.safetensors"
