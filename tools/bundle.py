@@ -6,14 +6,16 @@
 Re-saves the weights as `lir/weights/<name>.safetensors` (float32, config and training facts in
 the metadata), then writes its entry (size, sha256, bundled, no Hub location: only
 `tools/publish.py` adds one) into `lir/weights_manifest.json`, replacing an entry of the same
-name, and validates the whole manifest before writing it.
+name. The weights are staged and the whole manifest validated before either file is replaced.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,8 +42,6 @@ def main() -> None:
     p.add_argument("--default", action="store_true", help="make it the task's default model")
     args = p.parse_args()
 
-    # Read the inputs before the bundled file is overwritten, so a wrong path changes nothing.
-    metrics = json.loads(args.metrics.read_text()) if args.metrics else {}
     loaded = load_weights(args.task, args.checkpoint)
     target = MANIFEST_PATH.parent / "weights" / f"{args.name}.safetensors"
     target.parent.mkdir(exist_ok=True)
@@ -52,29 +52,34 @@ def main() -> None:
         "wall_time": args.wall_time,
         "started_from": args.started_from,
     }
-    sha256 = save_checkpoint(
-        loaded.state_dict, target, loaded.config, {"task": args.task, "name": args.name, "training": training},
-        dtype="float32",
-    )
-    entry = {
-        "task": args.task,
-        **({"description": args.description} if args.description else {}),
-        "config": loaded.config.to_dict(),
-        "file": target.name,
-        "size": target.stat().st_size,
-        "sha256": sha256,
-        "dtype": "float32",
-        "bundled": True,
-        "hub": None,
-        "license": args.license,
-        "training": training,
-        "metrics": metrics,
-    }
-    manifest = json.loads(MANIFEST_PATH.read_text())
-    manifest["models"][args.name] = entry
-    if args.default:
-        manifest["defaults"][args.task] = args.name
-    parse_manifest(manifest)  # refuse to write an invalid manifest
+    # Staged beside the target so that a bad argument or an invalid entry leaves the bundled
+    # weights and the manifest as they were, never one without the other.
+    with tempfile.TemporaryDirectory(dir=target.parent) as staging:
+        staged = Path(staging) / target.name
+        sha256 = save_checkpoint(
+            loaded.state_dict, staged, loaded.config, {"task": args.task, "name": args.name, "training": training},
+            dtype="float32",
+        )
+        entry = {
+            "task": args.task,
+            **({"description": args.description} if args.description else {}),
+            "config": loaded.config.to_dict(),
+            "file": target.name,
+            "size": staged.stat().st_size,
+            "sha256": sha256,
+            "dtype": "float32",
+            "bundled": True,
+            "hub": None,
+            "license": args.license,
+            "training": training,
+            "metrics": json.loads(args.metrics.read_text()) if args.metrics else {},
+        }
+        manifest = json.loads(MANIFEST_PATH.read_text())
+        manifest["models"][args.name] = entry
+        if args.default:
+            manifest["defaults"][args.task] = args.name
+        parse_manifest(manifest)
+        os.replace(staged, target)
     MANIFEST_PATH.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     print(f"bundled {target} ({entry['size']} bytes, sha256 {sha256}) as {args.name!r}")
 
