@@ -243,9 +243,20 @@ def markdown_table(header: list[str], rows: Iterable[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def environment_line(threads: int) -> str:
-    import os
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo, else ``platform.processor()``)."""
     import platform
 
-    return (f"torch {torch.__version__}, {threads} threads, {platform.machine()}, "
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment_line(threads: int) -> str:
+    # s/MP figures differ by CPU family (AMX or not) far more than by torch version: name it.
+    return (f"torch {torch.__version__}, {threads} threads, {cpu_name()}, "
             f"load average {os.getloadavg()[0]:.2f} at the end")
