@@ -486,6 +486,10 @@ def _streak_layer(
     return layer.clamp(0.0, 1.0)
 
 
+#: Share of training images drawn as heavy rain, where the model left ghosts (``add_rain``).
+STORM_PROB = 0.6
+
+
 def add_rain(
     clean: torch.Tensor,
     generator: torch.Generator,
@@ -507,6 +511,11 @@ def add_rain(
       v U[0.05, 0.25], A grey U[0.7, 1];
     - 8-bit quantisation.
 
+    A share ``STORM_PROB`` of the images is heavy rain instead: 3 layers, additive, each with
+    coverage log-U[0.04, 0.3], length U[50, 120], width U[1.2, 3], opacity U[0.5, 0.9] (the
+    upper part of each range, where the model left ghosts); direction, blur, colour and veil
+    as above.
+
     Held out: 3 layers, |θ0| U[20°, 35°] (random side), coverage U[0.06, 0.15], length
     U[70, 120], width U[1.5, 3], opacity U[0.55, 0.8], additive blend, veil v U[0.1, 0.25]:
     heavy rain at the hard end of every range (input PSNR near Rain100H's ~13 dB).
@@ -515,20 +524,26 @@ def add_rain(
     out = []
     for i in range(n):
         img = clean[i : i + 1].to(torch.float32)
+        storm = not held_out and _bernoulli(generator, STORM_PROB)
         if held_out:
             layers = 3
             side = -1.0 if _bernoulli(generator, 0.5) else 1.0
             theta0 = side * _u(generator, 20.0, 35.0)
         else:
-            layers = _randint(generator, 1, 3)
+            layers = 3 if storm else _randint(generator, 1, 3)
             theta0 = _u(generator, -35.0, 35.0)
-        additive = True if held_out else _bernoulli(generator, 0.5)
+        additive = True if held_out or storm else _bernoulli(generator, 0.5)
         for _ in range(layers):
             if held_out:
                 coverage = _u(generator, 0.06, 0.15)
                 length = _u(generator, 70.0, 120.0)
                 width = _u(generator, 1.5, 3.0)
                 opacity = _u(generator, 0.55, 0.8)
+            elif storm:
+                coverage = _logu(generator, 0.04, 0.3)
+                length = _u(generator, 50.0, 120.0)
+                width = _u(generator, 1.2, 3.0)
+                opacity = _u(generator, 0.5, 0.9)
             else:
                 coverage = _logu(generator, 0.01, 0.3)
                 length = _u(generator, 8.0, 120.0)

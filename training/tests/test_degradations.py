@@ -93,3 +93,15 @@ def test_fft_convolution_equals_direct_convolution(size: tuple[int, int]) -> Non
         for i in range(2)
     ])  # fmt: skip
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+
+
+def test_storms_are_heavier_rain_than_the_rest_of_the_training_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import degradations
+
+    x = torch.full((16, 3, 128, 128), 0.3)
+
+    def mean_change(storm_prob: float) -> float:
+        monkeypatch.setattr(degradations, "STORM_PROB", storm_prob)
+        return float((degradations.add_rain(x, torch.Generator().manual_seed(0)) - x).mean())
+
+    assert mean_change(1.0) > 1.5 * mean_change(0.0)
