@@ -486,7 +486,7 @@ def _streak_layer(
     return layer.clamp(0.0, 1.0)
 
 
-#: Share of training images drawn as heavy rain, where the model left ghosts (``add_rain``).
+#: Share of training images drawn as heavy rain (``add_rain``).
 STORM_PROB = 0.6
 
 
