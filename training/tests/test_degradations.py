@@ -9,6 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from training import degradations  # noqa: E402
 from training.degradations import (  # noqa: E402
     TASKS,
     _fft_conv_same,
@@ -96,8 +97,6 @@ def test_fft_convolution_equals_direct_convolution(size: tuple[int, int]) -> Non
 
 
 def test_storms_are_heavier_rain_than_the_rest_of_the_training_draws(monkeypatch: pytest.MonkeyPatch) -> None:
-    from training import degradations
-
     x = torch.full((16, 3, 128, 128), 0.3)
 
     def mean_change(storm_prob: float) -> float:
