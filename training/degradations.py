@@ -487,7 +487,7 @@ def _streak_layer(
 
 
 #: Share of training images drawn as heavy rain (``add_rain``).
-STORM_PROB = 0.6
+STORM_PROB = 0.8
 
 
 def add_rain(
