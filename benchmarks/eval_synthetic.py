@@ -5,9 +5,10 @@ No paired deblurring or dehazing test sets could be obtained here (GoPro, HIDE, 
 so those tasks are measured on Kodak24 and McMaster18 degraded by the task's *held-out* setting
 in ``training/degradations.py`` (parameters at the hard ends of the training ranges, seeds
 ``HELD_OUT_SEED_BASE + offset(set) + index`` that training never draws). Derain is also measured on
-the real paired Rain100H test set (``paired/Rain100H``). Deblur has a second synthetic row,
-``moderate_blur`` (slight shake and defocus, same seeds): the heavy row is the target, the
-moderate row shows what the model does to the blur most photos have.
+the real paired Rain100H test set (``paired/Rain100H``). Deblur and derain have a second
+synthetic row, ``moderate_blur`` (slight shake and defocus) and ``light_rain``, from the same
+seeds: the heavy row is the target, the second row shows what the model does to the blur or
+rain most photos have.
 
 One command per task::
 
@@ -53,13 +54,16 @@ from eval_common import (  # noqa: E402
 
 import torch  # noqa: E402
 
-from training.degradations import HELD_OUT_SEED_BASE, degrade, moderate_blur  # noqa: E402
+from training.degradations import HELD_OUT_SEED_BASE, degrade, light_rain, moderate_blur  # noqa: E402
 
 PAIRED = {"derain": ["Rain100H"]}
 HELD_OUT = "synthetic (held-out)"
 #: Further synthetic rows per task (label -> fn(clean, generator)), drawn from the same held-out
-#: seeds: the heavy held-out blur is the target, moderate blur is what most photos have.
-EXTRA_SYNTHETIC = {"deblur": {"synthetic (moderate)": moderate_blur}}
+#: seeds: the heavy held-out setting is the target, the milder one is what most photos have.
+EXTRA_SYNTHETIC = {
+    "deblur": {"synthetic (moderate)": moderate_blur},
+    "derain": {"synthetic (light)": light_rain},
+}
 
 
 def set_offset(set_name: str) -> int:

@@ -486,6 +486,34 @@ def _streak_layer(
     return layer.clamp(0.0, 1.0)
 
 
+def _add_streaks(
+    img: torch.Tensor, generator: torch.Generator, *, theta0: float, coverage: float, length: float,
+    width: float, opacity: float, additive: bool,
+) -> torch.Tensor:
+    """``img`` (1×3×H×W) under one streak layer: direction θ0 + U[−15°, 15°], streak blur σ
+    U[0, 1.5], near-white colour, screen or additive blend, clipped."""
+    h, w = img.shape[-2:]
+    sblur = _u(generator, 0.0, 1.5)
+    angle = theta0 + _u(generator, -15.0, 15.0)
+    r = _streak_layer(
+        generator, h, w, density=coverage / (length * width), angle_deg=angle,
+        length=length, width=width, streak_blur=sblur,
+    )
+    grey = _u(generator, 0.8, 1.0)
+    tint = torch.tensor([_u(generator, -0.03, 0.03) for _ in range(3)])
+    colour = (grey + tint).clamp(0, 1).view(1, 3, 1, 1)
+    layer = opacity * r * colour
+    img = (img + layer) if additive else 1.0 - (1.0 - img) * (1.0 - layer)
+    return img.clamp(0.0, 1.0)
+
+
+def _add_veil(img: torch.Tensor, generator: torch.Generator, lo: float, hi: float) -> torch.Tensor:
+    """Rain mist: ``I(1 − v) + v·A``, v U[lo, hi], grey airlight A U[0.7, 1]."""
+    v = _u(generator, lo, hi)
+    a = _u(generator, 0.7, 1.0)
+    return img * (1 - v) + v * a
+
+
 #: Share of training images drawn as heavy rain (``add_rain``).
 STORM_PROB = 0.8
 
@@ -520,7 +548,7 @@ def add_rain(
     U[70, 120], width U[1.5, 3], opacity U[0.55, 0.8], additive blend, veil v U[0.1, 0.25]:
     heavy rain at the hard end of every range (input PSNR near Rain100H's ~13 dB).
     """
-    n, _, h, w = clean.shape
+    n = clean.shape[0]
     out = []
     for i in range(n):
         img = clean[i : i + 1].to(torch.float32)
@@ -549,22 +577,39 @@ def add_rain(
                 length = _u(generator, 8.0, 120.0)
                 width = _u(generator, 0.6, 3.0)
                 opacity = _u(generator, 0.25, 0.9)
-            sblur = _u(generator, 0.0, 1.5)
-            angle = theta0 + _u(generator, -15.0, 15.0)
-            r = _streak_layer(
-                generator, h, w, density=coverage / (length * width), angle_deg=angle,
-                length=length, width=width, streak_blur=sblur,
+            img = _add_streaks(
+                img, generator, theta0=theta0, coverage=coverage, length=length, width=width,
+                opacity=opacity, additive=additive,
             )
-            grey = _u(generator, 0.8, 1.0)
-            tint = torch.tensor([_u(generator, -0.03, 0.03) for _ in range(3)])
-            colour = (grey + tint).clamp(0, 1).view(1, 3, 1, 1)
-            layer = opacity * r * colour
-            img = (img + layer) if additive else 1.0 - (1.0 - img) * (1.0 - layer)
-            img = img.clamp(0.0, 1.0)
         if held_out or _bernoulli(generator, 0.3):
-            v = _u(generator, 0.1, 0.25) if held_out else _u(generator, 0.05, 0.25)
-            a = _u(generator, 0.7, 1.0)
-            img = img * (1 - v) + v * a
+            img = _add_veil(img, generator, 0.1 if held_out else 0.05, 0.25)
+        out.append(quantize_8bit(img))
+    return torch.cat(out)
+
+
+def light_rain(clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Second evaluation setting of the derain task: the light rain most rainy photos have.
+
+    Not a training distribution and not the target's setting (that is ``add_rain(held_out=True)``);
+    it measures what the heavy-rain figure cannot: whether training on heavy rain harms photos
+    with light rain. Per image: 1–2 layers, θ0 U[−35°, 35°]; per layer coverage log-U[0.01, 0.08],
+    length U[10, 60], width U[0.6, 1.5], opacity U[0.25, 0.6]; screen or additive blend (50%);
+    a veil v U[0.03, 0.1] with probability 0.3; 8-bit. Use held-out generators.
+    """
+    out = []
+    for i in range(clean.shape[0]):
+        img = clean[i : i + 1].to(torch.float32)
+        layers = _randint(generator, 1, 2)
+        theta0 = _u(generator, -35.0, 35.0)
+        additive = _bernoulli(generator, 0.5)
+        for _ in range(layers):
+            img = _add_streaks(
+                img, generator, theta0=theta0, coverage=_logu(generator, 0.01, 0.08),
+                length=_u(generator, 10.0, 60.0), width=_u(generator, 0.6, 1.5),
+                opacity=_u(generator, 0.25, 0.6), additive=additive,
+            )
+        if _bernoulli(generator, 0.3):
+            img = _add_veil(img, generator, 0.03, 0.1)
         out.append(quantize_8bit(img))
     return torch.cat(out)
 

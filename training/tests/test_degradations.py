@@ -15,6 +15,7 @@ from training.degradations import (  # noqa: E402
     _fft_conv_same,
     degrade,
     held_out_generator,
+    light_rain,
     moderate_blur,
     quantize_8bit,
 )
@@ -61,15 +62,16 @@ def test_held_out_generators_differ_from_training_seeds() -> None:
     assert not torch.equal(train, held)
 
 
-def test_moderate_blur_is_deterministic_and_milder_than_the_held_out_blur() -> None:
+@pytest.mark.parametrize(("task", "milder"), [("deblur", moderate_blur), ("derain", light_rain)])
+def test_second_evaluation_setting_is_deterministic_and_milder_than_the_held_out_one(task, milder) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.interpolate(torch.rand(8, 3, 48, 48, generator=g), size=(192, 192), mode="bilinear")
     before = x.clone()
-    moderate = moderate_blur(x, held_out_generator(0))
+    moderate = milder(x, held_out_generator(0))
     assert torch.equal(x, before), "input modified"
-    assert torch.equal(moderate, moderate_blur(x, held_out_generator(0)))
+    assert torch.equal(moderate, milder(x, held_out_generator(0)))
     assert torch.equal(moderate, quantize_8bit(moderate))
-    heavy = degrade("deblur", x, held_out_generator(0), held_out=True)
+    heavy = degrade(task, x, held_out_generator(0), held_out=True)
     err_moderate, err_heavy = ((moderate - x) ** 2).mean(), ((heavy - x) ** 2).mean()
     assert 1e-4 < err_moderate < 0.7 * err_heavy
 
