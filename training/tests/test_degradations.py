@@ -67,13 +67,13 @@ def test_second_evaluation_setting_is_deterministic_and_milder_than_the_held_out
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.interpolate(torch.rand(8, 3, 48, 48, generator=g), size=(192, 192), mode="bilinear")
     before = x.clone()
-    moderate = milder(x, held_out_generator(0))
+    mild = milder(x, held_out_generator(0))
     assert torch.equal(x, before), "input modified"
-    assert torch.equal(moderate, milder(x, held_out_generator(0)))
-    assert torch.equal(moderate, quantize_8bit(moderate))
+    assert torch.equal(mild, milder(x, held_out_generator(0)))
+    assert torch.equal(mild, quantize_8bit(mild))
     heavy = degrade(task, x, held_out_generator(0), held_out=True)
-    err_moderate, err_heavy = ((moderate - x) ** 2).mean(), ((heavy - x) ** 2).mean()
-    assert 1e-4 < err_moderate < 0.7 * err_heavy
+    err_mild, err_heavy = ((mild - x) ** 2).mean(), ((heavy - x) ** 2).mean()
+    assert 1e-4 < err_mild < 0.7 * err_heavy
 
 
 def test_unknown_task() -> None:
