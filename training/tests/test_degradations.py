@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,9 @@ def test_held_out_generators_differ_from_training_seeds() -> None:
 
 
 @pytest.mark.parametrize(("task", "milder"), [("deblur", moderate_blur), ("derain", light_rain)])
-def test_second_evaluation_setting_is_deterministic_and_milder_than_the_held_out_one(task, milder) -> None:
+def test_second_evaluation_setting_is_deterministic_and_milder_than_the_held_out_one(
+    task: str, milder: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.interpolate(torch.rand(8, 3, 48, 48, generator=g), size=(192, 192), mode="bilinear")
     before = x.clone()
