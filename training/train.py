@@ -678,7 +678,11 @@ def main(argv: list[str] | None = None) -> int:
         if not state_path.exists():
             raise SystemExit(f"--resume: {state_path} not found")
         resume_state = json.loads(state_path.read_text())
-        given = {k: getattr(args, k) for k in RESUME_OVERRIDABLE if getattr(args, k) != parser.get_default(k)}
+        # A parser-level default of None marks what the command line left out, so an override equal to
+        # the option's own default (say --threads 2 on a run saved with 1) still counts as given.
+        probe = build_parser()
+        probe.set_defaults(**dict.fromkeys(RESUME_OVERRIDABLE))
+        given = {k: v for k, v in vars(probe.parse_args(argv)).items() if k in RESUME_OVERRIDABLE and v is not None}
         # Arguments added since the run started take their defaults.
         args = argparse.Namespace(**{**vars(parser.parse_args([])), **resume_state["args"]})
         args.resume = str(Path(args.out))

@@ -52,6 +52,15 @@ def test_train_and_exact_resume(images: Path, tmp_path: Path) -> None:
     assert any("val_psnr" in r for r in log) and any("loss" in r for r in log)
 
 
+def test_resume_takes_overrides_equal_to_their_defaults(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    assert train.main(_args(images, out, "--stop-after", "1")) == 0  # saved with --threads 1
+    assert train.main(["--resume", str(out), "--threads", "2", "--steps", "5"]) == 0
+    args = json.loads((out / "state.json").read_text())["args"]
+    assert args["threads"] == 2 == train.build_parser().get_default("threads")
+    assert args["steps"] == 5 and args["batch"] == 1  # the rest comes from the run
+
+
 def test_weights_load_into_lir(images: Path, tmp_path: Path) -> None:
     from lir.network import LIR, LIRConfig
 
