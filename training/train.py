@@ -622,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--task", choices=sorted(DEGRADATIONS), default="denoise")
     p.add_argument("--out", help="output folder (outside the repository); required unless --resume")
-    p.add_argument("--resume", metavar="OUT", help="continue the run in OUT exactly (its arguments are reused)")
+    p.add_argument("--resume", metavar="OUT", help="continue the run in OUT exactly (its arguments are reused; --threads, --steps, "
+                        "--stop-after and the --*-every intervals given here replace them)")
     p.add_argument("--init-from", metavar="X.safetensors",
                    help="start from published weights (config from its metadata), fresh optimizer")
     p.add_argument("--dim", type=int, default=32, help="width of a fresh model (default 32)")
