@@ -622,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--task", choices=sorted(DEGRADATIONS), default="denoise")
     p.add_argument("--out", help="output folder (outside the repository); required unless --resume")
-    p.add_argument("--resume", metavar="OUT", help="continue the run in OUT exactly (its arguments are reused; --threads, --steps, "
+    p.add_argument("--resume", metavar="OUT",
+                   help="continue the run in OUT exactly (its arguments are reused; --threads, --steps, "
                         "--stop-after and the --*-every intervals given here replace them)")
     p.add_argument("--init-from", metavar="X.safetensors",
                    help="start from published weights (config from its metadata), fresh optimizer")
@@ -683,7 +684,8 @@ def main(argv: list[str] | None = None) -> int:
         # the option's own default (say --threads 2 on a run saved with 1) still counts as given.
         probe = build_parser()
         probe.set_defaults(**dict.fromkeys(RESUME_OVERRIDABLE))
-        given = {k: v for k, v in vars(probe.parse_args(argv)).items() if k in RESUME_OVERRIDABLE and v is not None}
+        explicit = probe.parse_args(argv)
+        given = {k: getattr(explicit, k) for k in RESUME_OVERRIDABLE if getattr(explicit, k) is not None}
         # Arguments added since the run started take their defaults.
         args = argparse.Namespace(**{**vars(parser.parse_args([])), **resume_state["args"]})
         args.resume = str(Path(args.out))
