@@ -28,7 +28,7 @@ from typing import Union
 
 import torch
 
-from lir.network import LIR, MIN_SIZE, SIZE_MULTIPLE, blocks, check_input_size
+from lir.network import LIR, MIN_SIZE, SIZE_MULTIPLE, check_input_size
 
 __all__ = ["export_onnx", "OnnxExportReport", "ShapeCheck", "DEFAULT_OPSET", "TOLERANCE", "CHECK_SHAPES"]
 
@@ -161,28 +161,19 @@ def _export(network: LIR, path: Path, opset: int, metadata: Mapping[str, str]) -
     channels = network.config.img_channel
     n, h, w = _EXAMPLE
     example = torch.rand(n, channels, h, w, generator=torch.Generator().manual_seed(0))
-    # The adaptive filters' constants come from lru_cached helpers. Called while tracing, they would
-    # cache fake tensors that later eager calls would get; one eager pass first caches real ones,
-    # which the trace then embeds as constants.
-    with torch.no_grad():
-        network(example)
-    try:
-        with _quiet_exporter():
-            program = torch.onnx.export(
-                network,
-                (example,),
-                dynamo=True,
-                dynamic_shapes={"x": {0: batch, 2: SIZE_MULTIPLE * rows, 3: SIZE_MULTIPLE * cols}},
-                input_names=["input"],
-                output_names=["output"],
-                opset_version=opset,
-                external_data=False,
-                optimize=True,
-                verbose=False,
-            )
-    finally:
-        blocks.filter_bank.cache_clear()  # in case tracing added entries after all
-        blocks.blur_taps.cache_clear()
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            network,
+            (example,),
+            dynamo=True,
+            dynamic_shapes={"x": {0: batch, 2: SIZE_MULTIPLE * rows, 3: SIZE_MULTIPLE * cols}},
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=opset,
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
     if program is None:  # only None for dynamo=False
         raise RuntimeError("torch.onnx.export returned no program")
     import onnx_ir  # the exporter's own graph library (an onnxscript dependency)

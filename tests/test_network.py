@@ -4,6 +4,7 @@ refuses inputs outside its size contract."""
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import pytest
 import torch
@@ -99,6 +100,18 @@ def test_training_works_after_an_inference_mode_pass() -> None:
     model.train()
     model(x).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_torch_compile_traces_the_network_cleanly() -> None:
+    # The cached filter constants are made afresh while traced: Dynamo warns about a cache it traces.
+    model, x, _ = fixture_model(LAYOUTS[0])
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
+        compiled = torch.compile(model, backend="eager", fullgraph=True)(x)
+    assert not [str(w.message) for w in caught if "lru_cache" in str(w.message)]
+    with torch.no_grad():
+        assert torch.equal(compiled, model(x))
 
 
 def test_default_config_has_the_authors_parameter_count() -> None:

@@ -8,6 +8,7 @@ Parameter names are the authors' state-dict names.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,19 +32,35 @@ BLUR_SIZE = 15
 BLUR_SIGMA = 5.0
 
 
+def _per_dtype_and_device(make: Callable[[torch.dtype, torch.device | None], Tensor]) -> Callable[..., Tensor]:
+    """Cache ``make``'s constant per (dtype, device) for eager calls; make it afresh while traced.
+
+    torch.compile and torch.export (ONNX) fold a traced constant into the graph anyway, and a
+    cache seen while tracing makes Dynamo warn and could keep the tracer's fake tensors.
+    """
+    cached = functools.lru_cache(maxsize=None)(make)
+
+    @functools.wraps(make)
+    def constant(dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
+        return make(dtype, device) if torch.compiler.is_compiling() else cached(dtype, device)
+
+    constant.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return constant
+
+
 # Constants are made in float64 and cast once per (dtype, device), so a float64 model is exact.
 # They outlive the call that made them, so never as inference tensors: one made under
 # torch.inference_mode (a restore) would break every later forward pass that records gradients.
-@functools.lru_cache(maxsize=None)
-def filter_bank(dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
+@_per_dtype_and_device
+def filter_bank(dtype: torch.dtype, device: torch.device | None) -> Tensor:
     """The eight fixed kernels, scaled by 1e-3, as an 8×3×3 tensor."""
     with torch.inference_mode(False):
         bank = torch.tensor([k for _, _, k in FILTER_KERNELS], dtype=torch.float64)
         return (bank * FILTER_KERNEL_SCALE).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=None)
-def blur_taps(dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
+@_per_dtype_and_device
+def blur_taps(dtype: torch.dtype, device: torch.device | None) -> Tensor:
     """The normalised 1-D Gaussian (15 taps, σ = 5) whose outer product is the high-pass blur."""
     with torch.inference_mode(False):
         t = torch.arange(BLUR_SIZE, dtype=torch.float64) - BLUR_SIZE // 2
