@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -154,3 +155,15 @@ def test_l1_fft_loss_adds_a_tenth_of_the_spectrum_l1() -> None:
     got = train.Trainer.loss_fn(fake, out, target)  # type: ignore[arg-type]
     coefficients = h * (w // 2 + 1) * 2  # rfft2 bins, real and imaginary parts
     assert got.item() == pytest.approx(d + 0.1 * d * h * w / coefficients, rel=1e-4)
+
+
+def test_l1_edge_loss_weighs_edges_and_not_flat_offsets() -> None:
+    fake = SimpleNamespace(args=SimpleNamespace(loss="l1-edge"))
+    target = torch.full((1, 3, 12, 12), 0.5)
+    # a constant offset has no high-pass part: the loss is the pixel L1 alone
+    flat = train.Trainer.loss_fn(fake, target + 0.02, target)  # type: ignore[arg-type]
+    assert flat.item() == pytest.approx(0.02, rel=1e-5)
+    # a one-pixel-wide line (a thin streak) is mostly high-pass: it costs more than its pixel L1
+    line = target.clone()
+    line[..., :, 6] += 0.2
+    assert train.Trainer.loss_fn(fake, line, target).item() > 1.5 * F.l1_loss(line, target).item()
