@@ -6,7 +6,8 @@ by the task's *held-out* setting of ``training/degradations.py`` with a fixed se
 through ``lir.restore`` exactly as a user would (uint8 in, uint8 out), and written as
 ``examples/<task>.png``: clean | degraded | restored, PSNR of each against the clean one.
 It also prints the error over the sample's open sky (rows 0–63 left and right of the title):
-its mean per channel (a colour cast) and its RMS about that mean (ghosts, blotches, banding).
+its mean per channel (a colour cast) and its RMS about that mean (ghosts, blotches, banding);
+``--draws N`` also averages that error over N other held-out draws, a steadier measure than one.
 
     python benchmarks/task_pictures.py                       # every task with a published model
     python benchmarks/task_pictures.py --task deblur --weights /work/runs/deblur-dim32/ema.safetensors
@@ -34,13 +35,14 @@ from quickstart import psnr, side_by_side  # noqa: E402
 from training.degradations import HELD_OUT_SEED_BASE, degrade  # noqa: E402
 
 SEED = HELD_OUT_SEED_BASE + 7  # any held-out seed: training never draws these
+DRAWS_SEED = SEED + 100  # first seed of --draws
 # The sample's smooth sky without the title text (examples/make_sample.py draws it at x 150-215).
 SKY = (slice(0, 64), np.r_[0:140, 220:384])
 
 
-def degraded_sample(task: str, clean: Image.Image) -> Image.Image:
+def degraded_sample(task: str, clean: Image.Image, seed: int = SEED) -> Image.Image:
     """``clean`` through the task's held-out degradation, quantised to 8 bits."""
-    y = degrade(task, to_tensor(np.array(clean)), torch.Generator().manual_seed(SEED), held_out=True)
+    y = degrade(task, to_tensor(np.array(clean)), torch.Generator().manual_seed(seed), held_out=True)
     return Image.fromarray(to_uint8(y))
 
 
@@ -59,6 +61,8 @@ def main() -> None:
                         help=f"repeatable (default: {', '.join(published) or 'none published'})")
     parser.add_argument("--weights", help="a .safetensors checkpoint (only with a single --task)")
     parser.add_argument("--out-dir", type=Path, default=REPO / "examples")
+    parser.add_argument("--draws", type=int, default=0,
+                        help="also average the sky error over this many other held-out draws")
     args = parser.parse_args()
     tasks = args.task or published
     if args.weights and len(tasks) != 1:
@@ -81,6 +85,15 @@ def main() -> None:
         for name, image in (("input", degraded), ("restored", restored)):
             mean, rms = sky_error(np.array(image), np.array(clean))
             print(f"  sky error of the {name}: mean R/G/B {np.round(mean, 1)}, RMS about the mean {rms:.1f} levels")
+        if args.draws:
+            errors = []
+            for k in range(args.draws):
+                other = degraded_sample(task, clean, DRAWS_SEED + k)
+                errors.append(sky_error(np.array(lir.restore(other, task=task, weights=args.weights)), np.array(clean)))
+            mean = np.mean([m for m, _ in errors], axis=0)
+            rms = [r for _, r in errors]
+            print(f"  over {args.draws} other draws, restored: mean R/G/B {np.round(mean, 1)}, "
+                  f"RMS about the mean {np.mean(rms):.2f} levels (per draw {np.round(rms, 2).tolist()})")
 
 
 if __name__ == "__main__":
