@@ -508,8 +508,8 @@ class Trainer:
             spec = torch.view_as_real(torch.fft.rfft2(out - target))
             return F.l1_loss(out, target) + 0.1 * spec.abs().mean()
         if self.args.loss == "l1-edge":
-            # The derain ghosts are thin residues of streak edges on flat areas: a high-pass copy of
-            # the error (minus a 5x5 binomial blur) weighs them again, about as much as the pixel L1
+            # The derain ghosts are thin residues of streak edges on flat areas: the L1 of a high-pass
+            # copy (the image minus its 5x5 binomial blur) counts them twice and a smooth cast once
             return F.l1_loss(out, target) + F.l1_loss(high_pass(out), high_pass(target))
         eps = self.args.charbonnier_eps
         return torch.sqrt((out - target) ** 2 + eps * eps).mean()
