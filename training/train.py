@@ -512,7 +512,7 @@ class Trainer:
             # copy (the image minus its 5x5 binomial blur) counts them twice and a smooth cast once;
             # the filter is linear, so it runs once, on the error
             err = out - target
-            return err.abs().mean() + high_pass(err).abs().mean()
+            return err.abs().mean() + self.args.edge_weight * high_pass(err).abs().mean()
         eps = self.args.charbonnier_eps
         return torch.sqrt((out - target) ** 2 + eps * eps).mean()
 
@@ -659,6 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", choices=["l1", "l1-fft", "l1-edge", "charbonnier"], default="l1",
                    help="l1-fft: L1 + 0.1 x L1 of the 2-D FFT (MIMO-UNet's deblurring loss); "
                    "l1-edge: L1 + L1 of a high-pass copy (image minus a 5x5 binomial blur)")
+    p.add_argument("--edge-weight", type=float, default=1.0,
+                   help="weight of the high-pass term in --loss l1-edge")
     p.add_argument("--charbonnier-eps", type=float, default=1e-3)
     p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate")
     p.add_argument("--min-lr", type=float, default=1e-6)
