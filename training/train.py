@@ -509,8 +509,8 @@ class Trainer:
             return F.l1_loss(out, target) + 0.1 * spec.abs().mean()
         if self.args.loss == "l1-edge":
             # The derain ghosts are thin residues of streak edges on flat areas: the L1 of a high-pass
-            # copy (the image minus its 5x5 binomial blur) counts them twice and a smooth cast once;
-            # the filter is linear, so it runs once, on the error
+            # copy (the image minus its 5x5 binomial blur) counts them 1 + edge_weight times and a
+            # smooth cast once; the filter is linear, so it runs once, on the error
             err = out - target
             return err.abs().mean() + self.args.edge_weight * high_pass(err).abs().mean()
         eps = self.args.charbonnier_eps
