@@ -173,7 +173,7 @@ def _cmd_restore(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from lir.restorer import _check_tile, load_model
 
     try:
-        _check_tile(args.tile, args.overlap)
+        _check_tile(args.tile, args.overlap, names=("--tile", "--overlap"))
         device = pick_device(args.device)
         dtype = pick_dtype(device, args.dtype)
     except (TypeError, ValueError) as exc:

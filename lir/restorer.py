@@ -249,14 +249,14 @@ class Restorer:
         return images.from_batch(tiling.crop(out, size), spec)
 
 
-def _check_tile(tile: TileOption, overlap: int) -> None:
+def _check_tile(tile: TileOption, overlap: int, names: tuple[str, str] = ("tile", "tile_overlap")) -> None:
     """Validate ``tile``/``tile_overlap`` before any work (clear errors, nothing loaded in vain)."""
     if isinstance(tile, str):
         if tile != "auto":
-            raise ValueError(f"tile must be 'auto', None or a number of pixels; got {tile!r}")
-        tiling.check_tiling(None, overlap)
+            raise ValueError(f"{names[0]} must be 'auto', None or a number of pixels; got {tile!r}")
+        tiling.check_tiling(None, overlap, names=names)
     else:
-        tiling.check_tiling(tile, overlap)
+        tiling.check_tiling(tile, overlap, names=names)
 
 
 # -- loading ----------------------------------------------------------------------------------------

@@ -138,29 +138,33 @@ class Tile:
         return slice(self.y, self.y + self.h), slice(self.x, self.x + self.w)
 
 
-def check_tiling(tile: int | None, overlap: int) -> None:
+def check_tiling(tile: int | None, overlap: int, *, names: tuple[str, str] = ("tile", "overlap")) -> None:
     """Validate tiling options early (e.g. before loading a model).
 
     ``tile`` is None (no tiling) or a multiple of 32 that is at least 128;
-    ``overlap`` is an int with ``0 <= overlap < tile / 2``.
+    ``overlap`` is an int with ``0 <= overlap < tile / 2``. ``names`` are how the caller spelled
+    the two options (``tile_overlap=``, ``--overlap``), so the message names what the user typed.
 
     Raises:
         TypeError: not integers.
         ValueError: out of range, with the nearest valid tile size suggested.
     """
+    tile_name, overlap_name = names
     if tile is not None:
         if not isinstance(tile, int) or isinstance(tile, bool):
-            raise TypeError(f"tile must be an int or None; got {type(tile).__qualname__}")
+            raise TypeError(f"{tile_name} must be an int or None; got {type(tile).__qualname__}")
         if tile < MIN_SIZE or tile % SIZE_MULTIPLE:
             nearest = max(MIN_SIZE, SIZE_MULTIPLE * round(tile / SIZE_MULTIPLE))
             raise ValueError(
-                f"tile must be a multiple of {SIZE_MULTIPLE} and at least {MIN_SIZE}; got {tile} — try {nearest}"
+                f"{tile_name} must be a multiple of {SIZE_MULTIPLE} and at least {MIN_SIZE}; got {tile} — try {nearest}"
             )
     if not isinstance(overlap, int) or isinstance(overlap, bool):
-        raise TypeError(f"overlap must be an int; got {type(overlap).__qualname__}")
+        raise TypeError(f"{overlap_name} must be an int; got {type(overlap).__qualname__}")
     if overlap < 0 or (tile is not None and 2 * overlap >= tile):
-        limit = f"{(tile - 1) // 2}" if tile is not None else "tile / 2"
-        raise ValueError(f"overlap must be in 0..{limit} (0 <= overlap < tile / 2); got {overlap}")
+        limit = f"{(tile - 1) // 2}" if tile is not None else f"{tile_name} / 2"
+        raise ValueError(
+            f"{overlap_name} must be in 0..{limit} (0 <= {overlap_name} < {tile_name} / 2); got {overlap}"
+        )
 
 
 def _starts(length: int, size: int, overlap: int) -> list[int]:

@@ -202,6 +202,12 @@ def test_usage_errors_exit_2(argv, capsys):
     assert code == 2 and "usage:" in err
 
 
+@pytest.mark.parametrize("option,value", [("--overlap", "-3"), ("--tile", "100")])
+def test_tiling_usage_errors_name_the_option(option, value, capsys):
+    code, _, err = _run(capsys, "restore", "x.png", "-o", "y.png", option, value)
+    assert code == 2 and f"error: {option} must be" in err
+
+
 def test_missing_input_exits_1(tmp_path, capsys):
     code, _, err = _run(capsys, "restore", tmp_path / "nope.png", "-o", tmp_path / "o.png")
     assert code == 1 and "nope.png" in err

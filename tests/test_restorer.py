@@ -131,8 +131,8 @@ def test_bad_tile(model, tile):
 
 
 @pytest.mark.parametrize("overlap", [-1, 64, 1.5])
-def test_bad_overlap(model, overlap):
-    with pytest.raises((ValueError, TypeError)):
+def test_bad_overlap_names_tile_overlap(model, overlap):
+    with pytest.raises((ValueError, TypeError), match=r"^tile_overlap must be"):
         model(_rgb(), tile=128, tile_overlap=overlap)
 
 
