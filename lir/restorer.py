@@ -249,7 +249,7 @@ class Restorer:
         return images.from_batch(tiling.crop(out, size), spec)
 
 
-def _check_tile(tile: TileOption, overlap: int, names: tuple[str, str] = ("tile", "tile_overlap")) -> None:
+def _check_tile(tile: TileOption, overlap: int, *, names: tuple[str, str] = ("tile", "tile_overlap")) -> None:
     """Validate ``tile``/``tile_overlap`` before any work (clear errors, nothing loaded in vain)."""
     if isinstance(tile, str):
         if tile != "auto":
