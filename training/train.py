@@ -304,6 +304,13 @@ def phase_at(step: int, phases: list[tuple[int, int, int]]) -> tuple[int, int]:
     return cur[1], cur[2]
 
 
+def crop_schedule(phases: list[tuple[int, int, int]]) -> str:
+    """``[(0, 128, 8), (6000, 256, 3)]`` -> ``"128x128 batch 8, from step 6000 256x256 batch 3"``."""
+    return ", ".join(
+        f"{'' if start == 0 else f'from step {start} '}{patch}x{patch} batch {batch}" for start, patch, batch in phases
+    )
+
+
 # ------------------------------------------------------------------------------------ training
 
 
@@ -387,9 +394,10 @@ class Trainer:
 
     def _metadata(self, val_psnr: float | None) -> dict[str, str]:
         a = self.args
+        patch, batch = phase_at(max(self.step - 1, 0), self.phases)  # the crops the last step trained on
         recipe = (
             f"LIR (lir.network) trained with lir training/train.py on CBSD432 (BSDS500 minus CBSD68) "
-            f"random crops {a.patch if not a.progressive else a.progressive} batch {a.batch}, flips/rot90"
+            f"random crops {crop_schedule(self.phases)}, flips/rot90"
             f"{f', synthetic smooth sky on top of a crop with p={a.sky_prob:g}' if a.sky_prob else ''}; "
             f"task {a.task}: {DISTRIBUTIONS[a.task]}; {a.loss} loss; AdamW lr {a.lr:g} "
             f"(warmup {a.warmup}, cosine to {a.min_lr:g} over {a.steps} steps) wd {a.wd:g} "
@@ -403,8 +411,8 @@ class Trainer:
             "config": json.dumps(self.cfg.to_dict()),
             "task": a.task,
             "steps": str(self.step),
-            "batch": str(a.batch),
-            "patch": str(a.patch),
+            "batch": str(batch),
+            "patch": str(patch),
             "recipe": recipe,
             "wall_time_s": f"{self.wall:.0f}",
             "weights": "ema",

@@ -74,6 +74,15 @@ def test_weights_load_into_lir(images: Path, tmp_path: Path) -> None:
     model.load_state_dict(load_file(str(path)))  # strict: the authors' key layout
 
 
+def test_progressive_schedule_is_recorded(images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    assert train.main(_args(images, out, "--progressive", "0:128:1,2:128:2")) == 0
+    with safe_open(str(out / "ema.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert "random crops 128x128 batch 1, from step 2 128x128 batch 2," in meta["recipe"]
+    assert (meta["patch"], meta["batch"]) == ("128", "2")  # what the last step trained on, not --batch
+
+
 def test_refuses_to_overwrite_a_run(images: Path, tmp_path: Path) -> None:
     assert train.main(_args(images, tmp_path / "d", "--steps", "1")) == 0
     with pytest.raises(SystemExit):
