@@ -394,7 +394,7 @@ class Trainer:
 
     def _metadata(self, val_psnr: float | None) -> dict[str, str]:
         a = self.args
-        patch, batch = phase_at(max(self.step - 1, 0), self.phases)  # the crops the last step trained on
+        patch, batch = phase_at(self.step - 1, self.phases)  # the crops the last step trained on
         recipe = (
             f"LIR (lir.network) trained with lir training/train.py on CBSD432 (BSDS500 minus CBSD68) "
             f"random crops {crop_schedule(self.phases)}, flips/rot90"
