@@ -7,7 +7,8 @@ through ``lir.restore`` exactly as a user would (uint8 in, uint8 out), and writt
 ``examples/<task>.png``: clean | degraded | restored, PSNR of each against the clean one.
 It also prints the error over the sample's open sky (rows 0–63 left and right of the title):
 its mean per channel (a colour cast) and its RMS about that mean (ghosts, blotches, banding);
-``--draws N`` also averages that error over N other held-out draws, a steadier measure than one.
+``--draws N`` also averages that error, and the restored PSNR, over N other held-out draws, a
+steadier measure than one.
 
     python benchmarks/task_pictures.py                       # every task with a published model
     python benchmarks/task_pictures.py --task deblur --weights /work/runs/deblur-dim32/ema.safetensors
@@ -86,13 +87,14 @@ def main() -> None:
             mean, rms = sky_error(np.array(image), np.array(clean))
             print(f"  sky error of the {name}: mean R/G/B {np.round(mean, 1)}, RMS about the mean {rms:.1f} levels")
         if args.draws:
-            errors = []
+            errors, psnrs = [], []
             for k in range(args.draws):
-                other = degraded_sample(task, clean, DRAWS_SEED + k)
-                errors.append(sky_error(np.array(lir.restore(other, task=task, weights=args.weights)), np.array(clean)))
+                other = lir.restore(degraded_sample(task, clean, DRAWS_SEED + k), task=task, weights=args.weights)
+                errors.append(sky_error(np.array(other), np.array(clean)))
+                psnrs.append(psnr(other, clean))
             mean = np.mean([m for m, _ in errors], axis=0)
             rms = [r for _, r in errors]
-            print(f"  over {args.draws} other draws, restored: mean R/G/B {np.round(mean, 1)}, "
+            print(f"  over {args.draws} other draws, restored: {np.mean(psnrs):.2f} dB; sky mean R/G/B {np.round(mean, 1)}, "
                   f"RMS about the mean {np.mean(rms):.2f} levels (per draw {np.round(rms, 2).tolist()})")
 
 
