@@ -89,9 +89,9 @@ def main() -> None:
         if args.draws:
             errors, psnrs = [], []
             for k in range(args.draws):
-                other = lir.restore(degraded_sample(task, clean, DRAWS_SEED + k), task=task, weights=args.weights)
-                errors.append(sky_error(np.array(other), np.array(clean)))
-                psnrs.append(psnr(other, clean))
+                restored_k = lir.restore(degraded_sample(task, clean, DRAWS_SEED + k), task=task, weights=args.weights)
+                errors.append(sky_error(np.array(restored_k), np.array(clean)))
+                psnrs.append(psnr(restored_k, clean))
             mean = np.mean([m for m, _ in errors], axis=0)
             rms = [r for _, r in errors]
             print(f"  over {args.draws} other draws, restored: {np.mean(psnrs):.2f} dB; sky mean R/G/B {np.round(mean, 1)}, "
